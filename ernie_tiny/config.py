@@ -1,0 +1,173 @@
+"""YAML configs with ``-o Section.key=value`` overrides, validated before any work starts.
+
+A stage describes its config as a pydantic model (see ``ernie_tiny/distill/schema.py``).
+Every error names the file, the line and the dotted key, e.g.::
+
+    configs/demo/distill.yaml:14: Distill.relation_heads = 10: must divide both hidden sizes ...
+
+This module does not import Paddle, so tools can read their config (and set thread counts)
+before Paddle is imported.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
+
+import pydantic
+import yaml
+
+T = TypeVar("T", bound=pydantic.BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the file, line and key."""
+
+
+class Section(pydantic.BaseModel):
+    """Base for config sections: unknown keys are errors, values are checked strictly."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+def _compose_with_lines(text: str, path: str) -> Tuple[Any, Dict[str, int]]:
+    """Parse YAML and remember the line of every key, as ``{"Section.key": line}``."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    lines: Dict[str, int] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = f"{prefix}{key_node.value}"
+                lines[key] = key_node.start_mark.line + 1
+                walk(value_node, key + ".")
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[f"{prefix}{i}"] = item.start_mark.line + 1
+                walk(item, f"{prefix}{i}.")
+
+    if root is not None:
+        walk(root, "")
+    data = yaml.safe_load(text) if root is not None else {}
+    return data, lines
+
+
+def _set_dotted(data: Dict[str, Any], dotted: str, value: Any, origin: str) -> None:
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {dotted}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> Tuple[str, Any]:
+    """``"Train.max_steps=10"`` -> ``("Train.max_steps", 10)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"-o {text}: an override is Section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _describe_pydantic_error(err: dict) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return err["msg"]
+
+
+def load_config(
+    schema: Type[T], path: str | Path, overrides: Sequence[str] = ()
+) -> T:
+    """Read ``path``, apply ``-o`` overrides and validate against ``schema``."""
+    path = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    data, lines = _compose_with_lines(text, path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: a config is a mapping of sections")
+    overridden: Dict[str, str] = {}
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value, f"-o {item}")
+        overridden[key] = item
+    return validate_config(schema, data, path, lines, overridden)
+
+
+def validate_config(
+    schema: Type[T],
+    data: Dict[str, Any],
+    path: str = "<config>",
+    lines: Optional[Dict[str, int]] = None,
+    overridden: Optional[Dict[str, str]] = None,
+) -> T:
+    lines = lines or {}
+    overridden = overridden or {}
+
+    def where(dotted: str) -> str:
+        for key, item in overridden.items():
+            if dotted == key or dotted.startswith(key + "."):
+                return f"-o {item}"
+        parts = dotted.split(".")
+        while parts:  # the nearest key that has a line
+            line = lines.get(".".join(parts))
+            if line is not None:
+                return f"{path}:{line}"
+            parts.pop()
+        return path
+
+    try:
+        config = schema.model_validate(data)
+    except pydantic.ValidationError as exc:
+        messages: List[str] = []
+        for err in exc.errors():
+            dotted = ".".join(str(p) for p in err["loc"])
+            if err.get("ctx", {}).get("error") is not None and err["type"] == "value_error":
+                messages.append(f"{where(dotted)}: {err['ctx']['error']}")
+                continue
+            shown = f" = {json.dumps(err['input'], ensure_ascii=False, default=str)}" if err["type"] != "missing" else ""
+            messages.append(f"{where(dotted)}: {dotted}{shown}: {_describe_pydantic_error(err)}")
+        raise ConfigError("\n".join(messages)) from None
+    # cross-field checks: each section, and the whole schema, may define `check()` yielding
+    # (dotted key, message) problems; the message says what is wrong with the key's value.
+    problems = list(_collect_problems(config))
+    if problems:
+        raise ConfigError("\n".join(f"{where(key)}: {key}: {message}" for key, message in problems))
+    return config
+
+
+def _collect_problems(config: pydantic.BaseModel, prefix: str = ""):
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        if isinstance(value, pydantic.BaseModel):
+            yield from _collect_problems(value, f"{prefix}{name}.")
+    check = getattr(config, "check", None)
+    if callable(check):
+        for key, message in check():
+            yield f"{prefix}{key}", message
+
+
+def dump_config(config: pydantic.BaseModel, path: str | Path) -> None:
+    """Write the resolved config as YAML (what the output directory was made with)."""
+    Path(path).write_text(
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )

