@@ -41,6 +41,34 @@ def latest_checkpoint(output_dir) -> Optional[Path]:
     return found[-1] if found else None
 
 
+def _rename_optimizer_state(state: dict, mapping: dict) -> dict:
+    """Re-key optimizer state from one set of parameter names to another.
+
+    Paddle keys accumulators by a parameter's unique name (``linear_3.w_0_moment1_0``), which
+    depends on how many layers the process built before; checkpoints use the structured names
+    (``encoder.layers.0.linear1.weight``) so they load into any process."""
+
+    def rename(key: str) -> str:
+        for old, new in mapping.items():
+            if key == old or key.startswith(old + "_"):
+                return new + key[len(old):]
+        return key
+
+    out = {}
+    for key, value in state.items():
+        if key == "master_weights" and isinstance(value, dict):
+            out[key] = {rename(k): v for k, v in value.items()}
+        elif key == "LR_Scheduler":
+            out[key] = value
+        else:
+            out[rename(key)] = value
+    return out
+
+
+def _unique_to_structured(model) -> dict:
+    return {p.name: name for name, p in model.named_parameters()}
+
+
 def save_checkpoint(rt: runtime.Runtime, output_dir, step: int, model, tokenizer, optimizer, state: dict,
                     keep: int, scaler=None) -> Path:
     """Write a checkpoint (collective: every rank calls it)."""
@@ -56,7 +84,7 @@ def save_checkpoint(rt: runtime.Runtime, output_dir, step: int, model, tokenizer
     if rt.is_main:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        opt_state = {"optimizer": optimizer.state_dict()}
+        opt_state = {"optimizer": _rename_optimizer_state(optimizer.state_dict(), _unique_to_structured(model))}
         if scaler is not None:
             opt_state["scaler"] = scaler.state_dict()
         paddle.save(opt_state, str(tmp / "optimizer.pdopt"))
@@ -89,7 +117,8 @@ def load_checkpoint(rt: runtime.Runtime, directory, model, optimizer, scaler=Non
     state = json.loads((directory / STATE).read_text())
     load_model_weights(model, directory)
     opt_state = paddle.load(str(directory / "optimizer.pdopt"))
-    optimizer.set_state_dict(opt_state["optimizer"])
+    structured_to_unique = {v: k for k, v in _unique_to_structured(model).items()}
+    optimizer.set_state_dict(_rename_optimizer_state(opt_state["optimizer"], structured_to_unique))
     if scaler is not None and "scaler" in opt_state:
         scaler.load_state_dict(opt_state["scaler"])
     rng_file = directory / f"rng_rank{rt.rank}.pkl"

@@ -11,6 +11,7 @@ before Paddle is imported.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
@@ -18,6 +19,15 @@ import pydantic
 import yaml
 
 T = TypeVar("T", bound=pydantic.BaseModel)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` (exponent, no dot) as a float, as YAML 1.2 does;
+    plain PyYAML (YAML 1.1) reads it as a string, which the strict schema then rejects."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 class ConfigError(ValueError):
@@ -33,7 +43,7 @@ class Section(pydantic.BaseModel):
 def _compose_with_lines(text: str, path: str) -> Tuple[Any, Dict[str, int]]:
     """Parse YAML and remember the line of every key, as ``{"Section.key": line}``."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -53,7 +63,7 @@ def _compose_with_lines(text: str, path: str) -> Tuple[Any, Dict[str, int]]:
 
     if root is not None:
         walk(root, "")
-    data = yaml.safe_load(text) if root is not None else {}
+    data = yaml.load(text, Loader=_Loader) if root is not None else {}
     return data, lines
 
 
@@ -76,7 +86,7 @@ def parse_override(text: str) -> Tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"-o {text}: an override is Section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.strip(), value

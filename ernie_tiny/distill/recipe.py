@@ -85,6 +85,9 @@ def parameters_fingerprint(layer: paddle.nn.Layer) -> float:
 
 
 def run(config: DistillConfig) -> Path:
+    from paddlenlp.utils.log import logger as paddlenlp_logger
+
+    paddlenlp_logger.set_level("WARNING")  # its per-file "saved in ..." lines drown the progress
     rt = runtime.init_runtime(config.Global.device)
     output_dir = Path(config.Global.output_dir)
     if rt.is_main:
@@ -188,8 +191,8 @@ def _check_ranks_in_sync(rt, output_dir: Path, student, first_batch_ids) -> None
     """All ranks must end with identical weights (and must have read different data)."""
     import paddle.distributed as dist
 
-    mine = paddle.to_tensor([parameters_fingerprint(student),
-                             float(np.abs(first_batch_ids.astype(np.float64)).sum())], dtype="float64")
+    first = 0.0 if first_batch_ids is None else float(np.abs(first_batch_ids.astype(np.float64)).sum())
+    mine = paddle.to_tensor([parameters_fingerprint(student), first], dtype="float64")
     gathered = []
     dist.all_gather(gathered, mine)
     rows = [t.numpy().tolist() for t in gathered]

