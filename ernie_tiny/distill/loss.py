@@ -52,7 +52,7 @@ def relation_losses(
         log_p_s = _relation_log_probs(s, relation_heads, key_bias)
         log_p_t = _relation_log_probs(t, relation_heads, key_bias)
         # KL(t || s) per query row; masked keys have p_t == 0 exactly, so they add nothing
-        kl_rows = (paddle.exp(log_p_t) * (log_p_t - log_p_s)).mean(axis=-1)  # [batch, R, seq]
+        kl_rows = (paddle.exp(log_p_t) * (log_p_t - log_p_s)).sum(axis=-1)  # [batch, R, seq]
         losses.append((kl_rows * query_weight).sum())
     return losses
 
