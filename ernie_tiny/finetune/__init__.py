@@ -1,0 +1,1 @@
+"""Single-task finetuning of an encoder directory on one task card (used by evaluation and export)."""

@@ -1,0 +1,130 @@
+"""Finetune an encoder on one task: PaddleNLP's sequence/token classification head over a
+``save_pretrained`` directory, AdamW with linear warm-up and decay, evaluation on the dev split
+every ``eval_every`` steps, best dev score kept (and the best weights, when asked to save)."""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import paddle
+from paddlenlp.transformers import (AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                                    LinearDecayWithWarmup)
+
+from ernie_tiny.tasks.card import TaskCard
+from ernie_tiny.tasks.encode import IGNORE, Features, collate
+from ernie_tiny.tasks.metrics import score
+
+
+@dataclass
+class FinetuneParams:
+    lr: float = 3e-5
+    batch_size: int = 32
+    epochs: int = 3
+    dropout: float = 0.1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    eval_every: int = 100  # steps; 0 = once per epoch
+    max_steps: int = 0  # 0 = epochs x batches
+    seed: int = 42
+
+
+@dataclass
+class FinetuneResult:
+    best_score: float
+    best_step: int
+    steps: int
+    seconds: float
+    evals: List[tuple] = field(default_factory=list)  # (step, dev score)
+
+
+def build_task_model(model_dir: str, card: TaskCard, num_labels: int, dropout: float):
+    auto = AutoModelForTokenClassification if card.head == "token" else AutoModelForSequenceClassification
+    return auto.from_pretrained(model_dir, num_classes=num_labels, classifier_dropout=dropout)
+
+
+def predict(model, features: Sequence[Features], batch_size: int, pad_token_id: int) -> tuple:
+    """(predicted ids, gold labels): [n] for sequence tasks; [n, longest] for token tasks,
+    gold padded with IGNORE."""
+    model.eval()
+    preds, golds = [], []
+    with paddle.no_grad():
+        for start in range(0, len(features), batch_size):
+            batch = collate(features[start:start + batch_size], pad_token_id)
+            logits = model(paddle.to_tensor(batch["input_ids"]), token_type_ids=paddle.to_tensor(batch["token_type_ids"]),
+                           attention_mask=paddle.to_tensor(batch["attention_mask"]))
+            preds.extend(logits.argmax(axis=-1).numpy())
+            golds.extend(batch["labels"])
+    model.train()
+    if np.ndim(golds[0]) == 0:
+        return np.asarray(preds), np.asarray(golds)
+    width = max(len(row) for row in golds)
+    pad = lambda rows, value: np.stack([np.pad(r, (0, width - len(r)), constant_values=value) for r in rows])
+    return pad(preds, 0), pad(golds, IGNORE)
+
+
+def evaluate(model, features: Sequence[Features], card: TaskCard, labels: Sequence[str], batch_size: int,
+             pad_token_id: int) -> float:
+    predictions, gold = predict(model, features, batch_size, pad_token_id)
+    return score(card.metric, predictions, gold, labels)
+
+
+def finetune(model_dir: str, card: TaskCard, labels: Sequence[str], train: Sequence[Features],
+             dev: Sequence[Features], pad_token_id: int, params: FinetuneParams,
+             save_dir: Optional[Path] = None, on_eval: Optional[Callable[[int, float, float], None]] = None,
+             tokenizer=None) -> FinetuneResult:
+    """Train on ``train``, score ``dev``; returns the best dev score (and saves that model to ``save_dir``)."""
+    paddle.seed(params.seed)
+    rng = np.random.default_rng(params.seed)
+    model = build_task_model(model_dir, card, len(labels), params.dropout)
+    batches_per_epoch = max(1, len(train) // params.batch_size)
+    total = params.max_steps or params.epochs * batches_per_epoch
+    scheduler = LinearDecayWithWarmup(params.lr, total, int(math.ceil(params.warmup_ratio * total)))
+    decay = {p.name for n, p in model.named_parameters() if not any(k in n for k in ("bias", "norm"))}
+    optimizer = paddle.optimizer.AdamW(learning_rate=scheduler, parameters=model.parameters(),
+                                       weight_decay=params.weight_decay, apply_decay_param_fun=lambda n: n in decay)
+    loss_fn = paddle.nn.CrossEntropyLoss(ignore_index=IGNORE)
+    eval_every = params.eval_every or batches_per_epoch
+    result = FinetuneResult(best_score=-1.0, best_step=0, steps=total, seconds=0.0)
+    best_state = None
+    started = time.time()
+    model.train()
+    step = 0
+    while step < total:
+        order = rng.permutation(len(train))
+        for b in range(batches_per_epoch):
+            if step >= total:
+                break
+            batch = collate([train[i] for i in order[b * params.batch_size:(b + 1) * params.batch_size]], pad_token_id)
+            logits = model(paddle.to_tensor(batch["input_ids"]), token_type_ids=paddle.to_tensor(batch["token_type_ids"]),
+                           attention_mask=paddle.to_tensor(batch["attention_mask"]))
+            loss = loss_fn(logits.reshape([-1, logits.shape[-1]]), paddle.to_tensor(batch["labels"]).reshape([-1]))
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            scheduler.step()
+            step += 1
+            if step % eval_every == 0 or step == total:
+                dev_score = evaluate(model, dev, card, labels, max(params.batch_size, 64), pad_token_id)
+                result.evals.append((step, dev_score))
+                if on_eval:
+                    on_eval(step, float(loss), dev_score)
+                if dev_score > result.best_score:
+                    result.best_score, result.best_step = dev_score, step
+                    if save_dir is not None:
+                        best_state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    result.seconds = time.time() - started
+    if save_dir is not None and best_state is not None:
+        model.set_state_dict({k: paddle.to_tensor(v) for k, v in best_state.items()})
+        tmp = Path(str(save_dir) + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        shutil.rmtree(save_dir, ignore_errors=True)
+        tmp.rename(save_dir)
+    return result
