@@ -82,8 +82,9 @@ def save_checkpoint(rt: runtime.Runtime, output_dir, step: int, model, tokenizer
     with open(tmp / f"rng_rank{rt.rank}.pkl", "wb") as f:
         pickle.dump(runtime.rng_state(), f)
     if rt.is_main:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
+        save_weights(model, tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
         opt_state = {"optimizer": _rename_optimizer_state(optimizer.state_dict(), _unique_to_structured(model))}
         if scaler is not None:
             opt_state["scaler"] = scaler.state_dict()
@@ -97,6 +98,17 @@ def save_checkpoint(rt: runtime.Runtime, output_dir, step: int, model, tokenizer
             shutil.rmtree(old, ignore_errors=True)
     rt.barrier()
     return final
+
+
+def save_weights(model, directory: Path) -> None:
+    """``save_pretrained`` (safetensors) for PaddleNLP models; ``model.safetensors`` of the
+    state dict for any other Layer (e.g. an encoder with several task heads)."""
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained(str(directory), safe_serialization=True)
+    else:
+        from safetensors.numpy import save_file
+
+        save_file({k: v.numpy() for k, v in model.state_dict().items()}, str(Path(directory) / "model.safetensors"))
 
 
 def load_model_weights(model, directory) -> None:

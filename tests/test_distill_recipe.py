@@ -139,6 +139,6 @@ def test_two_process_data_parallel_keeps_ranks_identical(tmp_path, cache):
     report = json.loads(report_file.read_text())
     assert len(report["weights"]) == 2
     assert report["weights"][0] == pytest.approx(report["weights"][1], rel=1e-9)
-    assert report["first_batch"][0] != report["first_batch"][1]  # the ranks read different data
+    assert report["data"][0] != report["data"][1]  # the ranks read different data
     assert (tmp_path / "out" / "student" / "model.safetensors").is_file()
     assert [row["step"] for row in read_log(tmp_path / "out")] == [1, 2, 3]

