@@ -48,10 +48,6 @@ class Source(Section):
     builtin: Optional[BuiltinSource] = None
     download: str = Field("", description="how to get the data by hand")
 
-    def check(self):
-        if not (self.paddlenlp or self.local or self.builtin):
-            yield "source", "a card needs at least one of paddlenlp, local, builtin"
-
 
 class SpanMarker(Section):
     """A span marked inline in the text (CLUEWSC): ``markers[0]`` before, ``markers[1]`` after."""
@@ -97,6 +93,9 @@ class TaskCard(Section):
     batch_sizes: List[int] = Field(default_factory=list, description="extra batch sizes for the grid (CLUEWSC: 8)")
 
     def check(self):
+        # here rather than in Source.check, so that the message names the key `source`
+        if not (self.source.paddlenlp or self.source.local or self.source.builtin):
+            yield "source", "a card needs at least one of paddlenlp, local, builtin"
         if self.head == "token" and self.input.type != "tokens":
             yield "head", "a token head needs input.type 'tokens'"
         if self.metric == "entity_f1" and self.head != "token":

