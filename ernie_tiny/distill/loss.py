@@ -20,13 +20,12 @@ import paddle.nn.functional as F
 _MASKED = -1e9  # added to the scores of padding keys (the loss works in float32)
 
 
-def _relation_log_probs(x: paddle.Tensor, relation_heads: int, key_bias: paddle.Tensor) -> paddle.Tensor:
-    """[batch, seq, hidden] -> log softmax(X_r X_r^T / sqrt(d_r)), shape [batch, R, seq, seq]."""
+def _relation_scores(x: paddle.Tensor, relation_heads: int, key_bias: paddle.Tensor) -> paddle.Tensor:
+    """[batch, seq, hidden] -> X_r X_r^T / sqrt(d_r) + key bias, shape [batch, R, seq, seq]."""
     batch, seq, hidden = x.shape
     head_dim = hidden // relation_heads
     x = x.astype("float32").reshape([batch, seq, relation_heads, head_dim]).transpose([0, 2, 1, 3])
-    scores = paddle.matmul(x, x, transpose_y=True) * (1.0 / math.sqrt(head_dim)) + key_bias
-    return F.log_softmax(scores, axis=-1)
+    return paddle.matmul(x, x, transpose_y=True) * (1.0 / math.sqrt(head_dim)) + key_bias
 
 
 def relation_losses(
@@ -49,10 +48,11 @@ def relation_losses(
     query_weight = mask.unsqueeze(1) / (relation_heads * mask.sum())  # [batch, 1, seq]
     losses = []
     for s, t in zip(student_qkv, teacher_qkv):
-        log_p_s = _relation_log_probs(s, relation_heads, key_bias)
-        log_p_t = _relation_log_probs(t, relation_heads, key_bias)
-        # KL(t || s) per query row; masked keys have p_t == 0 exactly, so they add nothing
-        kl_rows = (paddle.exp(log_p_t) * (log_p_t - log_p_s)).sum(axis=-1)  # [batch, R, seq]
+        log_p_s = F.log_softmax(_relation_scores(s, relation_heads, key_bias), axis=-1)
+        p_t = F.softmax(_relation_scores(t, relation_heads, key_bias), axis=-1)
+        # KL(t || s) per query row, one fused kernel (p_t * (log p_t - log p_s), 0 where p_t == 0);
+        # masked keys have p_t == 0 exactly, so they add nothing
+        kl_rows = F.kl_div(log_p_s, p_t, reduction="none").sum(axis=-1)  # [batch, R, seq]
         losses.append((kl_rows * query_weight).sum())
     return losses
 
