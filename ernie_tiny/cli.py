@@ -39,12 +39,40 @@ def run_stage(description: str, schema_path: str, run_path: str, argv=None, resu
     return 0
 
 
+def train_teacher_main(argv=None) -> int:
+    return run_stage("Multi-task finetuning of an ERNIE teacher: one shared encoder, one head per task.",
+                     "ernie_tiny.mtl.schema:TeacherMTLConfig", "ernie_tiny.mtl.recipe:run", argv)
+
+
 def distill_main(argv=None) -> int:
     return run_stage("MiniLMv2 task-agnostic distillation of an ERNIE teacher into a small student.",
                      "ernie_tiny.distill.schema:DistillConfig", "ernie_tiny.distill.recipe:run", argv)
+
+
+def pretrain_main(argv=None) -> int:
+    return run_stage("Masked-LM pretraining of an ERNIE (from sizes, or continued from a model): makes a teacher.",
+                     "ernie_tiny.pretrain.schema:PretrainConfig", "ernie_tiny.pretrain.recipe:run", argv)
 
 
 def benchmark_main(argv=None) -> int:
     from ernie_tiny.benchmarks.cli import main
 
     return main(argv)
+
+
+def finetune_main(argv=None) -> int:
+    return run_stage("Finetune a student on one task (one hyperparameter point) and keep the model for export.",
+                     "ernie_tiny.deploy.schema:FinetuneConfig", "ernie_tiny.deploy.finetune:run", argv,
+                     resume_flag=False)
+
+
+def export_main(argv=None) -> int:
+    return run_stage("Export a finetuned model to a Paddle Inference directory (+ ONNX, int8), checked against eager.",
+                     "ernie_tiny.deploy.schema:ExportConfig", "ernie_tiny.deploy.export:run", argv,
+                     resume_flag=False)
+
+
+def evaluate_main(argv=None) -> int:
+    return run_stage("Finetune a model on task cards over a hyperparameter grid; report the best dev score per task.",
+                     "ernie_tiny.evaluation.schema:EvaluateConfig", "ernie_tiny.evaluation.runner:run", argv,
+                     resume_flag=False)

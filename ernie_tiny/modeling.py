@@ -22,7 +22,13 @@ def build_encoder(spec: ModelSection, vocab_size: int, pad_token_id: int = 0) ->
     """An ``ErnieModel`` from ``spec.name_or_path`` or, when that is empty, from the sizes."""
     if spec.name_or_path:
         return ErnieModel.from_pretrained(spec.name_or_path)
-    config = ErnieConfig(
+    return ErnieModel(encoder_config(spec, vocab_size, pad_token_id))
+
+
+def encoder_config(spec: ModelSection, vocab_size: int, pad_token_id: int = 0) -> ErnieConfig:
+    """The ``ErnieConfig`` of ``spec``'s sizes (``spec.vocab_size``, or 0: ``vocab_size``); any
+    ERNIE class builds from it (``ErnieModel``, ``ErnieForMaskedLM``, ...)."""
+    return ErnieConfig(
         vocab_size=spec.vocab_size or vocab_size,
         hidden_size=spec.hidden_size,
         num_hidden_layers=spec.num_layers,
@@ -36,7 +42,6 @@ def build_encoder(spec: ModelSection, vocab_size: int, pad_token_id: int = 0) ->
         pad_token_id=pad_token_id,
         use_task_id=False,
     )
-    return ErnieModel(config)
 
 
 def encoder_sizes(model: ErnieModel) -> dict:
