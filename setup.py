@@ -45,6 +45,7 @@ setup(
     entry_points={
         "console_scripts": [
             "ernie-tiny-distill=ernie_tiny.cli:distill_main",
+            "ernie-tiny-pretrain=ernie_tiny.cli:pretrain_main",
             "ernie-tiny-benchmark=ernie_tiny.cli:benchmark_main",
         ]
     },
