@@ -31,6 +31,7 @@ setup(
     install_requires=PADDLE
     + PADDLENLP_STACK
     + [
+        "onnxruntime==1.32.0",  # ONNX backend of the predictor and its int8 (dynamic quantization) path
         "pydantic>=2,<3",
         "PyYAML>=6",
         "safetensors>=0.4",
@@ -46,6 +47,10 @@ setup(
         "console_scripts": [
             "ernie-tiny-distill=ernie_tiny.cli:distill_main",
             "ernie-tiny-pretrain=ernie_tiny.cli:pretrain_main",
+            "ernie-tiny-train-teacher=ernie_tiny.cli:train_teacher_main",
+            "ernie-tiny-evaluate=ernie_tiny.cli:evaluate_main",
+            "ernie-tiny-finetune=ernie_tiny.cli:finetune_main",
+            "ernie-tiny-export=ernie_tiny.cli:export_main",
             "ernie-tiny-benchmark=ernie_tiny.cli:benchmark_main",
         ]
     },

@@ -14,6 +14,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 import paddle
+from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
 from paddlenlp.transformers import LinearDecayWithWarmup
 
 from ernie_tiny import checkpoint, runtime
@@ -42,16 +43,33 @@ def parameters_fingerprint(layer: paddle.nn.Layer) -> float:
 
 class Trainer:
     """Runs ``Train.max_steps`` optimizer steps of ``micro_step`` over ``trained`` (the layer
-    whose parameters are optimised, wrapped in ``paddle.DataParallel`` when distributed), and
-    checkpoints ``model`` (the whole model, ``save_pretrained`` or a plain Layer) with the
+    whose parameters are optimised; when distributed, see ``gradient_sync``), and checkpoints
+    ``model`` (the whole model, ``save_pretrained`` or a plain Layer) with the
     optimizer and ``data`` (an object with ``state_dict``/``load_state_dict``)."""
 
     def __init__(self, rt: runtime.Runtime, output_dir, train: TrainSection, opt: OptimizerSection,
                  model: paddle.nn.Layer, trained: paddle.nn.Layer, data, tokenizer=None,
-                 tokens_per_micro_step: int = 0, desc: str = "train"):
+                 tokens_per_micro_step: int = 0, desc: str = "train", gradient_sync: str = "data_parallel"):
+        """``gradient_sync``: ``data_parallel`` (distributed runs wrap ``trained`` in
+        ``paddle.DataParallel``, which needs every parameter in every step's loss) or
+        ``all_reduce``, for models whose steps use part of their parameters (multi-task heads):
+        ``trained`` stays unwrapped, rank 0's parameters are broadcast once, and after each
+        step's last micro-step the gradients that exist are averaged (one fused all-reduce);
+        every rank must use the same parameters in a step. Gradients are then cleared to None,
+        not zero, so a parameter outside a step's loss is not updated in that step (no momentum,
+        no weight decay), the same way whether or not the run was resumed."""
+        if gradient_sync not in ("data_parallel", "all_reduce"):
+            raise ValueError(f"gradient_sync must be 'data_parallel' or 'all_reduce', not {gradient_sync!r}")
         self.rt, self.output_dir, self.train = rt, Path(output_dir), train
         self.model, self.data, self.tokenizer = model, data, tokenizer
-        self.layer = paddle.DataParallel(trained) if rt.distributed else trained
+        self.wrapped = rt.distributed and gradient_sync == "data_parallel"
+        self.all_reduce = rt.distributed and gradient_sync == "all_reduce"
+        self.grads_to_zero = gradient_sync == "data_parallel"
+        self.layer = paddle.DataParallel(trained) if self.wrapped else trained
+        if self.all_reduce:
+            from paddle.distributed.parallel import sync_params_buffers
+
+            sync_params_buffers(trained, src_rank=0)
         self.optimizer, self.scheduler = build_optimizer(opt, train.max_steps, trained)
         self.amp = runtime.resolve_amp(train.amp, rt.device)
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if self.amp == "fp16" else None
@@ -94,7 +112,7 @@ class Trainer:
                 totals: Dict[str, float] = {}
                 for micro in range(train.accumulate_steps):
                     last = micro == train.accumulate_steps - 1
-                    no_sync = self.layer.no_sync() if self.rt.distributed and not last else contextlib.nullcontext()
+                    no_sync = self.layer.no_sync() if self.wrapped and not last else contextlib.nullcontext()
                     with no_sync:
                         with runtime.autocast(self.amp):
                             losses = micro_step()
@@ -102,12 +120,14 @@ class Trainer:
                         (self.scaler.scale(loss) if self.scaler else loss).backward()
                     for name, value in losses.items():
                         totals[name] = totals.get(name, 0.0) + float(value) / train.accumulate_steps
+                if self.all_reduce:
+                    fused_allreduce_gradients(list(self.layer.parameters()), None)
                 if self.scaler:
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
                 else:
                     self.optimizer.step()
-                self.optimizer.clear_grad()
+                self.optimizer.clear_grad(set_to_zero=self.grads_to_zero)
                 self.scheduler.step()
                 self.step += 1
                 window_steps += 1

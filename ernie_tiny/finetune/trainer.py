@@ -43,8 +43,12 @@ class FinetuneResult:
 
 
 def build_task_model(model_dir: str, card: TaskCard, num_labels: int, dropout: float):
+    """The encoder with a fresh task head. ``dropout`` is the model's dropout, as in PaddleNLP's
+    CLUE benchmark (its ``update_model_dropout``: embeddings and residual connections), and the
+    head's; the attention dropout stays as saved."""
     auto = AutoModelForTokenClassification if card.head == "token" else AutoModelForSequenceClassification
-    return auto.from_pretrained(model_dir, num_classes=num_labels, classifier_dropout=dropout)
+    return auto.from_pretrained(model_dir, num_classes=num_labels, classifier_dropout=dropout,
+                                hidden_dropout_prob=dropout)
 
 
 def predict(model, features: Sequence[Features], batch_size: int, pad_token_id: int) -> tuple:

@@ -1,0 +1,111 @@
+"""Batch prediction with an exported model (tools/export.py output), one text per line.
+
+    python deploy/python/infer.py --model_dir output/demo/export --input texts.txt
+    echo "质量很好，物流也快" | python deploy/python/infer.py --model_dir output/demo/export
+    python deploy/python/infer.py --model_dir DIR --backend onnx-int8 --input texts.txt --output preds.jsonl
+
+Backends: paddle (Paddle Inference; CPU with oneDNN unless --no_mkldnn, or --device gpu with
+--precision fp16 and --trt where the GPU build has TensorRT), onnx and onnx-int8 (onnxruntime,
+CPU); auto (the default): onnx on CPU when the export has it, else paddle. Pair tasks take "text<TAB>pair" lines. Prints "label<TAB>score<TAB>text" per line
+(token tasks: "char/label ..."), or writes JSON lines with --output. Blank lines are skipped;
+JSON lines carry the input line number. The same predictor is importable:
+``from ernie_tiny.deploy.predictor import Predictor``.
+"""
+import argparse
+import json
+import os
+import sys
+from itertools import islice
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from ernie_tiny.runtime import configure_threads  # noqa: E402
+
+BACKENDS = ("auto", "paddle", "onnx", "onnx-int8")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--model_dir", required=True, help="inference directory written by tools/export.py")
+    parser.add_argument("--input", default="-", help="text file, one text per line ('-' = stdin, the default)")
+    parser.add_argument("--output", help="write JSON lines here instead of printing")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto (default): onnx on CPU when exported, else paddle")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: paddle backend only")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all available cores)")
+    parser.add_argument("--no_mkldnn", action="store_true", help="paddle on CPU: turn oneDNN off (slower)")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="paddle on GPU: fp16")
+    parser.add_argument("--trt", action="store_true", help="paddle on GPU: TensorRT (dynamic shapes)")
+    parser.add_argument("--gpu_id", type=int, default=0)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--max_length", type=int, default=0, help="tokens per text (0 = the exported max length)")
+    return parser.parse_args(argv)
+
+
+def read_lines(stream, name: str):
+    """(line number, text[, pair]) for each non-blank line; a line that is not UTF-8 stops with its number."""
+    for number, raw in enumerate(stream, 1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            raise SystemExit(f"{name}:{number}: not UTF-8 text ({err.reason} at byte {err.start})")
+        if line.strip():
+            yield number, line
+
+
+def format_line(text: str, result: dict) -> str:
+    if "tokens" in result:
+        return " ".join(f"{t['token']}/{t['label']}" for t in result["tokens"])
+    return f"{result['label']}\t{result['score']:.4f}\t{text}"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    configure_threads(args.threads)
+    from paddlenlp.utils.log import logger as paddlenlp_logger
+
+    from ernie_tiny.deploy.predictor import Predictor
+
+    paddlenlp_logger.set_level("WARNING")
+    options = {"threads": args.threads, "device": args.device}
+    if args.backend in ("auto", "paddle"):
+        options.update(mkldnn=not args.no_mkldnn, precision=args.precision, tensorrt=args.trt, gpu_id=args.gpu_id)
+    elif args.device != "cpu" or args.trt or args.precision != "fp32":
+        print(f"--backend {args.backend} runs on CPU in fp32; --device gpu, --precision and --trt are for "
+              f"--backend paddle", file=sys.stderr)
+        return 2
+    predictor = Predictor(args.model_dir, backend=args.backend, batch_size=args.batch_size,
+                          max_length=args.max_length, **options)
+    pairs = predictor.input_type == "pair"
+    stream = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
+    out = open(args.output, "w", encoding="utf-8") if args.output else None
+    lines = read_lines(stream, "<stdin>" if args.input == "-" else args.input)
+    count = 0
+    while True:
+        chunk = list(islice(lines, 1024))
+        if not chunk:
+            break
+        if pairs:
+            split = [line.split("\t", 1) for _, line in chunk]
+            bad = [number for (number, _), parts in zip(chunk, split) if len(parts) != 2]
+            if bad:
+                print(f"{args.input}:{bad[0]}: this model takes text pairs: text<TAB>pair", file=sys.stderr)
+                return 2
+            texts, text_pairs = [p[0] for p in split], [p[1] for p in split]
+        else:
+            texts, text_pairs = [line for _, line in chunk], None
+        for (number, line), text, result in zip(chunk, texts, predictor.predict(texts, text_pairs)):
+            if out:
+                out.write(json.dumps({"line": number, "text": line, **result}, ensure_ascii=False) + "\n")
+            else:
+                print(format_line(text, result))
+        count += len(chunk)
+    if out:
+        out.close()
+        print(f"{count} predictions ({predictor.backend.description}) written to {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

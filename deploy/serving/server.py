@@ -1,0 +1,257 @@
+"""HTTP server around the predictor (FastAPI + uvicorn), with micro-batching of concurrent requests.
+
+    python deploy/serving/server.py --model_dir output/demo/export --port 8000
+    curl -s localhost:8000/predict -H 'Content-Type: application/json' -d '{"texts": ["质量很好，物流也快"]}'
+    # {"results": [{"label": "positive", "score": 0.93}]}
+
+Endpoints:
+
+* ``POST /predict`` ``{"texts": [...], "text_pairs": [...]}`` (``text_pairs`` only for pair
+  tasks) -> ``{"results": [...]}``, one result per text, as ``Predictor.predict`` gives them.
+* ``GET /health`` -> status, task, labels, backend, limits, and counters (requests, texts,
+  batches, the most requests served by one batch).
+
+Concurrent requests are gathered into one predictor call: the batcher takes the first waiting
+request, then keeps taking requests for up to ``--max_wait_ms`` or until ``--batch_size``
+texts are gathered, runs them together on one worker thread (the predictor is not
+thread-safe), and answers each request with its own results. While a batch runs, new requests
+queue and form the next batch, so batches grow with the load.
+
+Limits, checked before any work, with clear 4xx errors (``{"detail": "..."}``):
+413 body larger than ``--max_body_bytes``, more than ``--max_texts`` texts, or a text longer than
+``--max_chars`` characters; 400 a body that is not UTF-8 or not JSON, or a text that is not valid
+Unicode (a lone surrogate); 422 a body of the wrong shape (no ``texts``, not a list of strings,
+an empty list, text pairs missing or of the wrong count).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import pydantic  # noqa: E402
+from fastapi import FastAPI, HTTPException, Request  # noqa: E402
+
+from ernie_tiny.runtime import configure_threads  # noqa: E402
+
+BACKENDS = ("auto", "paddle", "onnx", "onnx-int8")
+
+
+class PredictRequest(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    texts: List[pydantic.StrictStr] = pydantic.Field(min_length=1, description="texts to label")
+    text_pairs: Optional[List[pydantic.StrictStr]] = pydantic.Field(None, description="second texts (pair tasks)")
+
+
+@dataclass
+class Limits:
+    max_texts: int = 64
+    max_chars: int = 1000
+    max_body_bytes: int = 1 << 20
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    texts: int = 0
+    batches: int = 0
+    max_batch_requests: int = 0
+    started: float = field(default_factory=time.time)
+
+
+class MicroBatcher:
+    """Gathers the texts of concurrent requests into one ``predict(texts, pairs)`` call."""
+
+    def __init__(self, predict, batch_size: int, max_wait_ms: float):
+        self.predict = predict
+        self.batch_size = batch_size
+        self.max_wait = max_wait_ms / 1000.0
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predictor")
+        self.stats = Stats()
+        self._task: Optional[asyncio.Task] = None
+
+    async def submit(self, texts: List[str], pairs: Optional[List[str]]) -> list:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((texts, pairs, future))
+        return await future
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.executor.shutdown(wait=True)
+
+    async def _gather(self) -> list:
+        loop = asyncio.get_running_loop()
+        batch = [await self.queue.get()]
+        count = len(batch[0][0])
+        deadline = loop.time() + self.max_wait
+        while count < self.batch_size:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                item = await asyncio.wait_for(self.queue.get(), remaining)
+            except asyncio.TimeoutError:
+                break
+            batch.append(item)
+            count += len(item[0])
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            texts = [t for texts, _, _ in batch for t in texts]
+            with_pairs = any(pairs is not None for _, pairs, _ in batch)
+            pairs = [p for texts, pairs, _ in batch for p in (pairs or [""] * len(texts))] if with_pairs else None
+            try:
+                results = await loop.run_in_executor(self.executor, self.predict, texts, pairs)
+            except Exception as err:  # one bad batch must not stop the server
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
+            self.stats.batches += 1
+            self.stats.max_batch_requests = max(self.stats.max_batch_requests, len(batch))
+            start = 0
+            for texts_i, _, future in batch:
+                if not future.done():  # the client may have gone away
+                    future.set_result(results[start:start + len(texts_i)])
+                start += len(texts_i)
+
+
+def parse_request(body: bytes, limits: Limits, pair_task: bool) -> PredictRequest:
+    """The request, or an HTTPException with the 4xx status and message described above."""
+    if len(body) > limits.max_body_bytes:
+        raise HTTPException(413, f"request body has {len(body)} bytes; at most {limits.max_body_bytes}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise HTTPException(400, f"request body is not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HTTPException(400, f"request body is not valid JSON: {err.msg} (line {err.lineno} column {err.colno})") \
+            from None
+    try:
+        request = PredictRequest.model_validate(data)
+    except pydantic.ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in err.errors())
+        raise HTTPException(422, f'expected {{"texts": [string, ...]}}: {problems}') from None
+    if len(request.texts) > limits.max_texts:
+        raise HTTPException(413, f"{len(request.texts)} texts; at most {limits.max_texts} per request")
+    if pair_task and request.text_pairs is None:
+        raise HTTPException(422, "this model takes text pairs: give text_pairs, one per text")
+    if not pair_task and request.text_pairs is not None:
+        raise HTTPException(422, "this model takes single texts: remove text_pairs")
+    if request.text_pairs is not None and len(request.text_pairs) != len(request.texts):
+        raise HTTPException(422, f"{len(request.texts)} texts but {len(request.text_pairs)} text_pairs")
+    for name, values in (("texts", request.texts), ("text_pairs", request.text_pairs or [])):
+        for i, value in enumerate(values):
+            if len(value) > limits.max_chars:
+                raise HTTPException(413, f"{name}[{i}] has {len(value)} characters; at most {limits.max_chars}")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise HTTPException(400, f"{name}[{i}] is not valid Unicode (it holds a lone surrogate escape)") \
+                    from None
+    return request
+
+
+def create_app(predictor, limits: Optional[Limits] = None, batch_size: int = 32, max_wait_ms: float = 5.0) -> FastAPI:
+    """The FastAPI app over a ``Predictor`` (or anything with ``predict(texts, pairs)`` and its attributes)."""
+    limits = limits or Limits()
+    batcher = MicroBatcher(predictor.predict, batch_size, max_wait_ms)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="ernie-tiny", description=f"{predictor.info['task']}: labels {predictor.labels}",
+                  lifespan=lifespan)
+    app.state.batcher = batcher
+    pair_task = predictor.input_type == "pair"
+
+    @app.get("/health")
+    async def health() -> dict:
+        stats = batcher.stats
+        return {"status": "ok", "task": predictor.info["task"], "head": predictor.head, "input": predictor.input_type,
+                "labels": predictor.labels, "backend": predictor.backend.description,
+                "limits": vars(limits), "batch_size": batch_size, "max_wait_ms": max_wait_ms,
+                "stats": {**vars(stats), "uptime_s": round(time.time() - stats.started, 1)}}
+
+    @app.post("/predict", openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}})
+    async def predict(request: Request) -> dict:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limits.max_body_bytes:
+            raise HTTPException(413, f"request body has {declared} bytes; at most {limits.max_body_bytes}")
+        parsed = parse_request(await request.body(), limits, pair_task)
+        batcher.stats.requests += 1
+        batcher.stats.texts += len(parsed.texts)
+        return {"results": await batcher.submit(parsed.texts, parsed.text_pairs)}
+
+    return app
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_dir", required=True, help="inference directory written by tools/export.py")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto (default): onnx on CPU when exported, else paddle")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: paddle backend only")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all available cores)")
+    parser.add_argument("--no_mkldnn", action="store_true", help="paddle on CPU: turn oneDNN off (slower)")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="paddle on GPU")
+    parser.add_argument("--trt", action="store_true", help="paddle on GPU: TensorRT")
+    parser.add_argument("--batch_size", type=int, default=32, help="texts per predictor call")
+    parser.add_argument("--max_wait_ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    parser.add_argument("--max_texts", type=int, default=64, help="texts per request")
+    parser.add_argument("--max_chars", type=int, default=1000, help="characters per text")
+    parser.add_argument("--max_body_bytes", type=int, default=1 << 20)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    configure_threads(args.threads)
+    import uvicorn
+    from paddlenlp.utils.log import logger as paddlenlp_logger
+
+    from ernie_tiny.deploy.predictor import Predictor
+
+    paddlenlp_logger.set_level("WARNING")
+    options = {"threads": args.threads, "device": args.device}
+    if args.backend in ("auto", "paddle"):
+        options.update(mkldnn=not args.no_mkldnn, precision=args.precision, tensorrt=args.trt)
+    predictor = Predictor(args.model_dir, backend=args.backend, batch_size=args.batch_size, **options)
+    app = create_app(predictor, Limits(args.max_texts, args.max_chars, args.max_body_bytes), args.batch_size,
+                     args.max_wait_ms)
+    print(f"serving {predictor.info['task']} ({predictor.backend.description}) on http://{args.host}:{args.port}",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

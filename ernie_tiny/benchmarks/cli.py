@@ -1,0 +1,26 @@
+"""``python tools/benchmark.py <benchmark> [options]``: one subcommand per benchmark."""
+from __future__ import annotations
+
+import argparse
+
+from ernie_tiny.benchmarks import distill_speed, latency
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmark", description="ernie-tiny speed benchmarks")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="BENCHMARK")
+    distill = commands.add_parser(
+        "distill", help="tokens/s of one distillation training step: ours vs PaddleNLP to_distill",
+        description=distill_speed.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    distill_speed.add_arguments(distill)
+    latency_parser = commands.add_parser(
+        "latency", help="inference latency: eager vs Paddle Inference vs onnxruntime fp32 / int8",
+        description=latency.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    latency.add_arguments(latency_parser)
+    args = parser.parse_args(argv)
+    if args.command == "distill":
+        return distill_speed.main(args)
+    if args.command == "latency":
+        return latency.main(args)
+    parser.error(f"unknown benchmark {args.command!r}")
+    return 2

@@ -1,0 +1,248 @@
+"""Inference latency and throughput of an exported model: eager Paddle vs Paddle Inference vs
+onnxruntime fp32 vs onnxruntime int8, on the same inputs, in one run.
+
+``python tools/benchmark.py latency --model_dir output/demo/export [--batches 1 8 32 --seqs 32 128]``
+
+* inputs: random token ids from the model's vocabulary (fixed seed), no padding, segment 0;
+  every runtime gets the same arrays, for every batch size x sequence length;
+* runtimes: ``eager`` (the finetuned model the export was made from, dygraph, no gradients),
+  ``paddle`` (Paddle Inference, oneDNN on), ``paddle-no-mkldnn`` (only when asked), ``onnx``
+  and ``onnx-int8`` (onnxruntime, CPU), all with the same thread count. Only the forward pass
+  is timed (tokenization is the same for all and not included);
+* timing: after ``--warmup`` untimed calls, ``--iters`` timed calls per shape, taken in turns
+  (one call of each runtime, then the next round), so a change in background load affects all
+  runtimes alike; fewer rounds when a shape would take longer than ``--max_seconds``.
+  Reported: median, p90 and p99 latency (with few rounds p99 is close to the maximum: the table
+  gives the count), and throughput (sequences per second of the mean call);
+* FLOPs: the multiply-adds of one forward, counted from the model's sizes (the encoder's
+  matmuls, attention included, pooler and classifier), x 2. Achieved GFLOP/s = FLOPs / median
+  latency, and its fraction of this machine's measured fp32 matmul rate (the better of Paddle's
+  and NumPy's on a 2048^3 matmul with the same threads, measured before and after the runs).
+  int8 runs are set against the same fp32 rate, so they can pass 100%.
+
+onnxruntime runs with its worker threads not spinning (``ernie_tiny.deploy.predictor``): taken
+in turns on 2 cores, spinning threads of one runtime otherwise slow down the next one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+RUNTIMES = ("eager", "paddle", "paddle-no-mkldnn", "onnx", "onnx-int8")
+DEFAULT_RUNTIMES = ("eager", "paddle", "onnx", "onnx-int8")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model_dir", required=True, help="inference directory written by tools/export.py")
+    parser.add_argument("--eager_model", help="the model for the eager runtime (default: the export's source model)")
+    parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(DEFAULT_RUNTIMES))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    parser.add_argument("--seqs", nargs="+", type=int, default=[32, 128])
+    parser.add_argument("--iters", type=int, default=50, help="timed calls per runtime and shape")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first")
+    parser.add_argument("--max_seconds", type=float, default=90.0, help="time budget per shape (all runtimes)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all available cores)")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--matmul_size", type=int, default=2048, help="n of the n^3 matmul that measures the peak")
+    parser.add_argument("--output", metavar="FILE.md", help="also write the Markdown report here")
+    parser.add_argument("--json", metavar="FILE.json", help="also write the raw measurements here")
+
+
+def forward_flops(config: dict, batch: int, seq: int, head: str) -> float:
+    """FLOPs (2 x multiply-adds) of one ERNIE forward with a classification head."""
+    h, i, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    labels = config.get("num_labels") or len(config.get("id2label") or {}) or 2
+    tokens = batch * seq
+    per_layer = tokens * (4 * h * h + 2 * h * i) + 2 * batch * seq * seq * h  # Q,K,V,out; FFN; QK^T and AV
+    head_macs = batch * h * h + batch * h * labels if head == "sequence" else tokens * h * labels
+    return 2.0 * (layers * per_layer + head_macs)
+
+
+def matmul_rate(threads: int, size: int = 2048, repeats: int = 3) -> dict:
+    """GFLOP/s of an fp32 size^3 matmul in Paddle and in NumPy (best of ``repeats``)."""
+    import numpy as np
+    import paddle
+
+    a = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
+    flops = 2.0 * size ** 3
+    pa = paddle.to_tensor(a)
+    rates = {}
+    for name, fn in (("paddle", lambda: paddle.matmul(pa, pa).numpy()), ("numpy", lambda: a @ a)):
+        fn()
+        best = min(_timed(fn) for _ in range(repeats))
+        rates[name] = flops / best / 1e9
+    return rates
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads: int) -> dict:
+    from ernie_tiny.deploy.predictor import OnnxBackend, PaddleBackend
+
+    runtimes = {}
+    for name in names:
+        if name == "eager":
+            runtimes[name] = _eager(eager_model, info["head"])
+        elif name == "paddle":
+            runtimes[name] = PaddleBackend(model_dir, threads=threads, mkldnn=True)
+        elif name == "paddle-no-mkldnn":
+            runtimes[name] = PaddleBackend(model_dir, threads=threads, mkldnn=False)
+        elif name == "onnx":
+            runtimes[name] = OnnxBackend(model_dir / info["onnx"], threads=threads)
+        elif name == "onnx-int8":
+            runtimes[name] = OnnxBackend(model_dir / info["onnx_int8"], threads=threads)
+    return runtimes
+
+
+def _eager(model_dir: str, head: str):
+    import paddle
+    from paddlenlp.transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    auto = AutoModelForTokenClassification if head == "token" else AutoModelForSequenceClassification
+    model = auto.from_pretrained(model_dir)
+    model.eval()
+
+    def run(input_ids, token_type_ids):
+        with paddle.no_grad():
+            return model(paddle.to_tensor(input_ids), token_type_ids=paddle.to_tensor(token_type_ids)).numpy()
+
+    return run
+
+
+def measure(runtimes: dict, inputs: tuple, iters: int, warmup: int, max_seconds: float) -> dict:
+    """Per runtime: the list of timed latencies (seconds), rounds taken in turns."""
+    for fn in runtimes.values():
+        for _ in range(warmup):
+            fn(*inputs)
+    times = {name: [] for name in runtimes}
+    started = time.perf_counter()
+    for i in range(iters):
+        for name, fn in runtimes.items():
+            times[name].append(_timed(lambda: fn(*inputs)))
+        if i >= 4 and time.perf_counter() - started > max_seconds:
+            break
+    return times
+
+
+def summarize(samples, batch: int, flops: float, peak: float) -> dict:
+    import numpy as np
+
+    ms = np.asarray(samples) * 1000.0
+    median = float(np.median(ms))
+    return {"n": len(ms), "median_ms": median, "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "seq_per_s": batch / (float(ms.mean()) / 1000.0),
+            "gflops": flops / (median / 1000.0) / 1e9, "peak_fraction": flops / (median / 1000.0) / 1e9 / peak}
+
+
+def speedup(row: dict) -> str:
+    return f"{row['speedup']:.2f}x" if "speedup" in row else "-"
+
+
+def format_report(meta: dict, rows: list) -> str:
+    rates = meta["matmul_gflops"]
+    lines = [
+        f"# Inference latency: {meta['model']}",
+        "",
+        f"{meta['task']} ({meta['head']}), {meta['sizes']}; {meta['threads']} threads; {meta['machine']}; "
+        f"Paddle {meta['paddle']}, onnxruntime {meta['onnxruntime']}. Same random inputs for every runtime; "
+        f"forward pass only; runtimes timed in turns.",
+        f"Measured fp32 matmul rate ({meta['matmul_size']}^3, same threads, best of before and after): "
+        f"Paddle {rates['paddle']:.1f} GFLOP/s, NumPy "
+        f"{rates['numpy']:.1f} GFLOP/s; '% peak' is against the better, {max(rates.values()):.1f} GFLOP/s.",
+        "",
+        "| runtime | batch x seq | GFLOP | median ms | p90 ms | p99 ms | n | seq/s | GFLOP/s | % peak | vs eager |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['runtime']} | {r['batch']} x {r['seq']} | {r['gflop']:.2f} | {r['median_ms']:.1f} | "
+                     f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['n']} | {r['seq_per_s']:.1f} | {r['gflops']:.1f} | "
+                     f"{100 * r['peak_fraction']:.0f}% | {speedup(r)} |")
+    lines.append("")
+    lines.append(f"Wall time {meta['wall_seconds']:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def main(args: argparse.Namespace) -> int:
+    from ernie_tiny.runtime import configure_threads
+
+    bad = [f"--{name} must be at least 1" for name in ("batches", "seqs") if min(getattr(args, name)) < 1]
+    if args.iters < 1:
+        bad.append("--iters must be at least 1")
+    model_dir = Path(args.model_dir)
+    if not (model_dir / "deploy.json").is_file():
+        bad.append(f"--model_dir {model_dir}: no deploy.json (make an inference directory with tools/export.py)")
+    if bad:
+        print("\n".join(bad), file=sys.stderr)
+        return 2
+    threads = configure_threads(args.threads)  # before Paddle is imported
+    import numpy as np
+    import onnxruntime
+    import paddle
+
+    from ernie_tiny.deploy.predictor import read_deploy_info
+
+    paddle.set_device("cpu")
+    info = read_deploy_info(model_dir)
+    eager_model = args.eager_model or info.get("source_model")
+    names = list(dict.fromkeys(args.runtimes))
+    missing = {"onnx": info.get("onnx"), "onnx-int8": info.get("onnx_int8"),
+               "eager": eager_model and Path(eager_model, "config.json").is_file()}
+    for name in [n for n in names if n in missing and not missing[n]]:
+        print(f"skipping {name}: not in {model_dir}" + (" (--eager_model DIR)" if name == "eager" else ""),
+              file=sys.stderr)
+        names.remove(name)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))  # sizes, for the FLOPs
+    started = time.perf_counter()
+    rates = matmul_rate(threads, args.matmul_size)
+    runtimes = build_runtimes(names, model_dir, eager_model, info, threads)
+    rng = np.random.default_rng(args.seed)
+    vocab = config["vocab_size"]
+    measured = []
+    for seq in args.seqs:
+        for batch in args.batches:
+            ids = rng.integers(5, vocab, size=(batch, seq)).astype(np.int64)  # past the special tokens
+            inputs = (ids, np.zeros_like(ids))
+            times = measure(runtimes, inputs, args.iters, args.warmup, args.max_seconds)
+            for name in runtimes:
+                ms = np.median(times[name]) * 1000
+                print(f"{name:>17} {batch:>3} x {seq:<4} median {ms:8.1f} ms  p90 "
+                      f"{np.percentile(times[name], 90) * 1000:8.1f}  ({len(times[name])} calls)", file=sys.stderr,
+                      flush=True)
+            measured.append((batch, seq, times))
+    # the machine's matmul rate, before and after (background load may change): the better counts
+    after = matmul_rate(threads, args.matmul_size)
+    rates = {name: max(rates[name], after[name]) for name in rates}
+    peak = max(rates.values())
+    rows = []
+    for batch, seq, times in measured:
+        flops = forward_flops(config, batch, seq, info["head"])
+        shape_rows = [{"runtime": name, "batch": batch, "seq": seq, "gflop": flops / 1e9,
+                       **summarize(times[name], batch, flops, peak)} for name in runtimes]
+        eager = next((r for r in shape_rows if r["runtime"] == "eager"), None)
+        for r in shape_rows:
+            if eager:
+                r["speedup"] = eager["median_ms"] / r["median_ms"]
+        rows.extend(shape_rows)
+    meta = {"model": str(model_dir), "task": info["task"], "head": info["head"],
+            "sizes": f"{config['num_hidden_layers']}L-{config['hidden_size']}H-{config['num_attention_heads']}A, "
+                     f"FFN {config['intermediate_size']}, vocab {config['vocab_size']}",
+            "threads": threads, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "paddle": paddle.__version__, "onnxruntime": onnxruntime.__version__, "matmul_gflops": rates,
+            "matmul_size": args.matmul_size,
+            "wall_seconds": time.perf_counter() - started}
+    report = format_report(meta, rows)
+    print(report)
+    if args.output:
+        Path(args.output).write_text(report, encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1), encoding="utf-8")
+    return 0

@@ -1,0 +1,228 @@
+"""Export a finetuned model (PaddleNLP ``ErnieForSequenceClassification`` or
+``ErnieForTokenClassification``) into an inference directory, and check it against eager.
+
+``python tools/export.py -c configs/demo/export.yaml -o Model.path=DIR -o Global.output_dir=OUT``
+
+Steps, top to bottom (``run``):
+
+1. the model goes through ``paddle.jit.to_static`` with inputs ``input_ids`` and
+   ``token_type_ids``, both int64 ``[None, None]`` (any batch, any length) and is saved with
+   ``paddle.jit.save`` (Paddle 3: ``model.json`` + ``model.pdiparams``; Paddle 2.x:
+   ``model.pdmodel``). Padding is masked inside the graph from ``pad_token_id``, as eager
+   ERNIE does when it gets no attention mask;
+2. the tokenizer files and ``deploy.json`` (task, head, input type, labels, max length, files,
+   check results) are written beside it;
+3. check: dev examples in batches of several sizes and lengths go through the eager model (with
+   the attention mask, as in finetuning) and through Paddle Inference (oneDNN); any logit
+   differing by more than ``Export.atol`` fails the export;
+4. ONNX (``Export.onnx``): paddle2onnx converts the saved model; onnxruntime is checked the same way;
+5. int8 (``Export.int8``): onnxruntime quantization (``ernie_tiny.deploy.quantize``); fp32 and
+   int8 are scored on the same dev examples with the task metric, and an int8 model that loses
+   more than ``Export.max_int8_drop`` points fails the export.
+
+Everything is written to a temporary directory that replaces ``Global.output_dir`` only when
+every check passed, so a failed export leaves no half-checked model behind.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+
+from ernie_tiny.config import ConfigError, dump_config
+from ernie_tiny.deploy.predictor import DEPLOY_FILE, INPUT_NAMES, OnnxBackend, PaddleBackend
+from ernie_tiny.deploy.schema import TASK_FILE, ExportConfig
+from ernie_tiny.tasks.encode import Features, collate
+
+TASK_KEYS = ("task", "head", "input", "metric", "labels", "max_length")  # from task.json into deploy.json
+
+
+class ExportCheckError(RuntimeError):
+    """The exported model does not compute what the eager model computes."""
+
+
+def task_info(config: ExportConfig) -> dict:
+    """Task, head, input type, labels, metric and max length: from ``Export.task`` (a card) or
+    the ``task.json`` that ``tools/finetune.py`` wrote beside the model."""
+    from ernie_tiny.deploy.finetune import task_info as from_card
+    from ernie_tiny.tasks.card import card_path, load_card
+    from ernie_tiny.tasks.readers import read_split
+
+    if config.Export.task:
+        card = load_card(config.Export.task)
+        labels = card.label.values
+        if labels == "infer":
+            labels = read_split(card, "train", config.Export.data_dir or None).labels
+        info = from_card(card, labels, card_path(config.Export.task))
+    else:
+        info = json.loads((Path(config.Model.path) / TASK_FILE).read_text(encoding="utf-8"))
+    if config.Export.max_length:
+        info["max_length"] = config.Export.max_length
+    return info
+
+
+def load_model(model_dir: str, head: str, num_labels: int):
+    from paddlenlp.transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    auto = AutoModelForTokenClassification if head == "token" else AutoModelForSequenceClassification
+    model = auto.from_pretrained(model_dir)
+    found = model.config.num_labels
+    if found != num_labels:
+        raise ConfigError(f"Model.path: {model_dir!r} has {found} output labels, the task has {num_labels}")
+    model.eval()
+    return model
+
+
+def save_static(model, prefix: Path) -> dict:
+    """``paddle.jit.save`` with dynamic batch and length; returns the file names written."""
+    import paddle
+
+    spec = [paddle.static.InputSpec([None, None], "int64", name) for name in INPUT_NAMES]
+    static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
+    paddle.jit.save(static, str(prefix))
+    program = prefix.with_suffix(".json")
+    if not program.is_file():  # Paddle 2.x writes the old program format
+        program = prefix.with_suffix(".pdmodel")
+    return {"model": program.name, "params": prefix.with_suffix(".pdiparams").name}
+
+
+def check_batches(features: Sequence[Features], pad_token_id: int) -> List[dict]:
+    """Batches of several sizes and lengths: the shortest example alone; the next shortest, a
+    median and the longest together (padding inside a batch); then the rest, 8 and up to 32."""
+    order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
+    first = order[:1]
+    second = [i for i in dict.fromkeys(order[1:2] + [order[len(order) // 2], order[-1]]) if i not in first]
+    rest = [i for i in range(len(features)) if i not in set(first + second)]
+    groups = [first, second, rest[:8], rest[8:40]]
+    return [collate([features[i] for i in group], pad_token_id) for group in groups if group]
+
+
+def eager_logits(model, batch: dict) -> np.ndarray:
+    import paddle
+
+    with paddle.no_grad():
+        return model(paddle.to_tensor(batch["input_ids"]), token_type_ids=paddle.to_tensor(batch["token_type_ids"]),
+                     attention_mask=paddle.to_tensor(batch["attention_mask"])).numpy()
+
+
+def compare(name: str, backend, reference: List[np.ndarray], batches: List[dict], atol: float) -> dict:
+    """Max |difference| from the eager logits at real (non-padding) positions; fails above ``atol``."""
+    worst, agree, total = 0.0, 0, 0
+    for expected, batch in zip(reference, batches):
+        got = backend(batch["input_ids"], batch["token_type_ids"])
+        if got.shape != expected.shape:
+            raise ExportCheckError(f"{name}: output shape {got.shape}, eager {expected.shape}")
+        real = batch["attention_mask"].astype(bool) if expected.ndim == 3 else np.ones(len(expected), bool)
+        worst = max(worst, float(np.abs(got - expected)[real].max()))
+        agree += int((got.argmax(-1) == expected.argmax(-1))[real].sum())
+        total += int(real.sum())
+    shapes = [list(b["input_ids"].shape) for b in batches]
+    if not worst <= atol:
+        raise ExportCheckError(f"{name} differs from the eager model by {worst:.3g} > atol {atol:g} "
+                               f"(batches {shapes})")
+    print(f"check {name}: max |logit - eager| {worst:.2e} <= {atol:g} on batches {shapes}; "
+          f"argmax agrees {agree}/{total}", flush=True)
+    return {"max_abs_diff": worst, "atol": atol, "argmax_agreement": agree / total, "batch_shapes": shapes}
+
+
+def export_onnx(tmp: Path, files: dict, opset: int) -> str:
+    import paddle2onnx
+
+    paddle2onnx.export(str(tmp / files["model"]), str(tmp / files["params"]), str(tmp / "model.onnx"),
+                       opset_version=opset, enable_onnx_checker=True)
+    return "model.onnx"
+
+
+def add_int8(tmp: Path, onnx_file: str, ex, card, labels, calibration, evaluated, pad: int, fp32) -> dict:
+    """Quantize, then score fp32 and int8 on the same dev examples; fails on too large a drop."""
+    from ernie_tiny.deploy.quantize import compare_scores, quantize_onnx
+
+    target = tmp / "model.int8.onnx"
+    done = quantize_onnx(tmp / onnx_file, target, ex.int8, calibration, pad)
+    scores = compare_scores({"fp32": fp32, "int8": OnnxBackend(target)}, evaluated, card, labels, pad)
+    result = {**done, "mode": ex.int8, "metric": card.metric, "dev_examples": len(evaluated),
+              "fp32": scores["fp32"]["score"], "int8": scores["int8"]["score"],
+              "agreement": scores["int8"]["agreement"], "max_drop": ex.max_int8_drop, "file": target.name}
+    print(f"int8 ({ex.int8}): dev {card.metric} {result['int8']:.2f} vs fp32 {result['fp32']:.2f} on "
+          f"{len(evaluated)} examples; predictions agree {result['agreement']:.2%}", flush=True)
+    drop = result["fp32"] - result["int8"]
+    if drop > ex.max_int8_drop:
+        raise ExportCheckError(f"int8 ({ex.int8}) scores {drop:.2f} points below fp32 on {len(evaluated)} dev "
+                               f"examples (> Export.max_int8_drop {ex.max_int8_drop}): try the other Export.int8 "
+                               f"mode, or Export.int8: off")
+    return result
+
+
+def write_info(directory: Path, info: dict) -> None:
+    (directory / DEPLOY_FILE).write_text(json.dumps(info, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def run(config: ExportConfig) -> Path:
+    import paddle
+    from paddlenlp.transformers import AutoTokenizer
+    from paddlenlp.utils.log import logger as paddlenlp_logger
+
+    from ernie_tiny.tasks.card import load_card
+    from ernie_tiny.tasks.encode import encode
+    from ernie_tiny.tasks.readers import read_split
+
+    paddlenlp_logger.set_level("WARNING")
+    paddle.set_device("cpu")
+    started = time.time()
+    ex = config.Export
+    task = task_info(config)
+    card = load_card(task["card"] if Path(task["card"]).is_file() else task["task"])
+    model = load_model(config.Model.path, task["head"], len(task["labels"]))
+    tokenizer = AutoTokenizer.from_pretrained(config.Model.path)
+    pad = tokenizer.pad_token_id
+    if model.config.pad_token_id != pad:  # the graph masks padding by the model's pad id
+        raise ConfigError(f"Model.path: the model's pad_token_id {model.config.pad_token_id} is not the "
+                          f"tokenizer's {pad}")
+
+    needed = 0 if ex.int8 != "off" and ex.eval_examples == 0 else max(ex.check_examples, ex.eval_examples)
+    dev = read_split(card, "dev", ex.data_dir or None, labels=task["labels"], max_examples=needed)
+    dev_features = encode(dev.examples, tokenizer, task["max_length"], task["head"])
+    batches = check_batches(dev_features[:ex.check_examples], pad)
+    reference = [eager_logits(model, b) for b in batches]  # before to_static turns the model static
+
+    output_dir = Path(config.Global.output_dir)
+    tmp = output_dir.with_name(f".{output_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        files = save_static(model, tmp / "model")
+        tokenizer.save_pretrained(str(tmp))
+        model.config.save_pretrained(str(tmp))  # sizes and labels, for readers of the directory (no weights)
+        info = {"format": "ernie-tiny-inference/1", **{k: task[k] for k in TASK_KEYS}, "pad_token_id": pad,
+                "inputs": list(INPUT_NAMES), "paddle": files, "onnx": None, "onnx_int8": None,
+                "paddle_version": paddle.__version__, "source_model": str(config.Model.path), "checks": {},
+                "int8": None}
+        write_info(tmp, info)
+        info["checks"]["paddle_inference"] = compare("Paddle Inference (oneDNN)", PaddleBackend(tmp), reference,
+                                                     batches, ex.atol)
+        if ex.onnx:
+            info["onnx"] = export_onnx(tmp, files, ex.opset)
+            fp32 = OnnxBackend(tmp / info["onnx"])
+            info["checks"]["onnxruntime"] = compare("onnxruntime", fp32, reference, batches, ex.atol)
+        if ex.int8 != "off":
+            calibration = []
+            if ex.int8 == "static":
+                train = read_split(card, "train", ex.data_dir or None, labels=task["labels"],
+                                   max_examples=ex.calibration_examples)
+                calibration = encode(train.examples, tokenizer, task["max_length"], task["head"])
+            evaluated = dev_features[:ex.eval_examples] if ex.eval_examples else dev_features
+            info["int8"] = add_int8(tmp, info["onnx"], ex, card, task["labels"], calibration, evaluated, pad, fp32)
+            info["onnx_int8"] = info["int8"].pop("file")
+        write_info(tmp, info)
+        dump_config(config, tmp / "export_config.yaml")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(output_dir, ignore_errors=True)
+    tmp.rename(output_dir)
+    print(f"inference directory written to {output_dir} ({time.time() - started:.0f} s)")
+    return output_dir

@@ -1,0 +1,269 @@
+"""Batch prediction from an inference directory (``tools/export.py`` output), one class over
+two runtimes:
+
+* ``paddle``: Paddle Inference on the exported static model (``model.json`` on Paddle 3,
+  ``model.pdmodel`` on Paddle 2.x). CPU with oneDNN (on by default: without it Paddle
+  Inference runs slower than eager Paddle) and a thread count; GPU with optional fp16 and,
+  where the GPU build has it, TensorRT (dynamic shapes).
+* ``onnx`` / ``onnx-int8``: onnxruntime on the paddle2onnx conversion (fp32) or its int8
+  quantization, on CPU.
+
+``Predictor`` does what every runtime needs around the forward: tokenization with the
+exported tokenizer (the same ``ernie_tiny.tasks.encode`` functions the model was finetuned
+with), batching (texts sorted by length so batches pad little, lengths padded to a multiple
+of 16 so the runtimes see few shapes; results come back in input order), and postprocessing (softmax, label names; per-character labels and BIO entities for
+token tasks)::
+
+    from ernie_tiny.deploy.predictor import Predictor
+    predictor = Predictor("output/demo/export", backend="paddle", threads=2)
+    predictor.predict(["质量很好，物流也快", "太差了"])
+    # [{'label': 'positive', 'score': 0.93}, {'label': 'negative', 'score': 0.88}]
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode_sequence, encode_tokens
+from ernie_tiny.tasks.readers import Example
+
+BACKENDS = ("auto", "paddle", "onnx", "onnx-int8")
+DEPLOY_FILE = "deploy.json"
+INPUT_NAMES = ("input_ids", "token_type_ids")
+LENGTH_BUCKET = 16
+
+
+def read_deploy_info(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / DEPLOY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; {model_dir} is not an inference directory "
+                                f"(make one with tools/export.py)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def default_threads() -> int:
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return int(os.environ["OMP_NUM_THREADS"])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pad_to_bucket(input_ids: np.ndarray, token_type_ids: np.ndarray, pad_token_id: int, bucket: int = LENGTH_BUCKET):
+    """Pad the length up to a multiple of ``bucket``. Padding is masked, so results do not
+    change; but the runtimes see few distinct shapes (oneDNN keeps kernels per shape, and a
+    server that saw every length from 1 to 128 would keep them all)."""
+    extra = -input_ids.shape[1] % bucket
+    if not extra:
+        return input_ids, token_type_ids
+    return (np.pad(input_ids, ((0, 0), (0, extra)), constant_values=pad_token_id),
+            np.pad(token_type_ids, ((0, 0), (0, extra))))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class PaddleBackend:
+    """Paddle Inference: ``backend(input_ids, token_type_ids) -> logits`` (numpy in, numpy out)."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu", threads: int = 0, mkldnn: bool = True,
+                 precision: str = "fp32", tensorrt: bool = False, gpu_id: int = 0, max_batch_size: int = 32,
+                 max_length: int = 128):
+        from paddle import inference
+
+        model_dir = Path(model_dir)
+        info = read_deploy_info(model_dir)
+        config = inference.Config(str(model_dir / info["paddle"]["model"]), str(model_dir / info["paddle"]["params"]))
+        config.disable_glog_info()
+        if device == "cpu":
+            if precision != "fp32" or tensorrt:
+                raise ValueError("fp16 and TensorRT need device 'gpu'; on CPU use precision fp32 "
+                                 "(or the onnx-int8 backend)")
+            config.disable_gpu()
+            if mkldnn:
+                config.enable_mkldnn()
+            config.set_cpu_math_library_num_threads(threads or default_threads())
+        elif device == "gpu":
+            import paddle
+
+            if not paddle.device.is_compiled_with_cuda():
+                raise RuntimeError("device 'gpu' needs a GPU build of Paddle (paddlepaddle-gpu)")
+            half = inference.PrecisionType.Half if precision == "fp16" else inference.PrecisionType.Float32
+            if tensorrt:
+                if inference.get_trt_compile_version() == (0, 0, 0):
+                    raise RuntimeError("TensorRT: this Paddle build has no TensorRT (use --no-trt, or a build with it)")
+                config.enable_use_gpu(256, gpu_id)
+                config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=max_batch_size,
+                                              min_subgraph_size=5, precision_mode=half, use_static=False,
+                                              use_calib_mode=False)
+                shapes = lambda b, n: {name: [b, n] for name in INPUT_NAMES}  # noqa: E731
+                config.set_trt_dynamic_shape_info(shapes(1, 1), shapes(max_batch_size, max_length),
+                                                  shapes(max_batch_size, max_length))
+            else:
+                config.enable_use_gpu(256, gpu_id, half)
+        else:
+            raise ValueError(f"device {device!r}: 'cpu' or 'gpu'")
+        self.predictor = inference.create_predictor(config)
+        self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
+        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+        self.description = f"paddle-inference {device}" + (f" oneDNN {'on' if mkldnn else 'off'}" if device == "cpu"
+                                                            else f" {precision}{' TensorRT' if tensorrt else ''}")
+
+    def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        for handle, array in zip(self.inputs, (input_ids, token_type_ids)):
+            handle.reshape(array.shape)
+            handle.copy_from_cpu(np.ascontiguousarray(array, dtype=np.int64))
+        self.predictor.run()
+        return self.output.copy_to_cpu()
+
+
+class OnnxBackend:
+    """onnxruntime on CPU: ``backend(input_ids, token_type_ids) -> logits``."""
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle worker threads would otherwise spin, taking cores from everything else in the
+        # process (tokenization, HTTP, Paddle) and from other processes: measured here on
+        # 2 cores under load, 1 x 128 took 41 ms with spinning and 15 ms without.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.description = f"onnxruntime {ort.__version__} cpu ({Path(path).name})"
+
+    def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        feed = dict(zip(self.input_names, (input_ids.astype(np.int64), token_type_ids.astype(np.int64))))
+        return self.session.run(None, feed)[0]
+
+
+def resolve_backend(backend: str, info: dict, device: str = "cpu") -> str:
+    """``auto``: onnxruntime fp32 on CPU when the export has it (the fastest fp32 runtime
+    measured here at small batches, README "Latency"), Paddle Inference otherwise (GPU)."""
+    if backend != "auto":
+        return backend
+    return "onnx" if device == "cpu" and info.get("onnx") else "paddle"
+
+
+def make_backend(model_dir: str | Path, backend: str = "auto", **options):
+    """A runtime over ``model_dir``; ``options`` go to ``PaddleBackend`` (device, threads,
+    mkldnn, precision, tensorrt, ...) or, for the onnx backends, only ``threads``."""
+    info = read_deploy_info(model_dir)
+    backend = resolve_backend(backend, info, options.get("device", "cpu"))
+    if backend == "paddle":
+        return PaddleBackend(model_dir, **options)
+    if backend in ("onnx", "onnx-int8"):
+        key = "onnx" if backend == "onnx" else "onnx_int8"
+        if not info.get(key):
+            raise FileNotFoundError(f"{model_dir} has no {backend} model (export with Export.onnx: true"
+                                    f"{'' if backend == 'onnx' else ' and Export.int8 on'})")
+        gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")
+        if gpu_only or options.get("precision", "fp32") != "fp32":
+            raise ValueError(f"backend {backend!r} runs on CPU in fp32 (int8: 'onnx-int8'); GPU, fp16 and "
+                             "TensorRT are options of the 'paddle' backend")
+        return OnnxBackend(Path(model_dir) / info[key], threads=options.get("threads", 0))
+    raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
+
+
+class Predictor:
+    """Texts in, labels and scores out, over any backend (see ``make_backend``)."""
+
+    def __init__(self, model_dir: str | Path, backend: str = "auto", batch_size: int = 32, max_length: int = 0,
+                 **backend_options):
+        from paddlenlp.transformers import AutoTokenizer
+
+        self.model_dir = Path(model_dir)
+        self.info = read_deploy_info(model_dir)
+        self.labels: List[str] = list(self.info["labels"])
+        self.head: str = self.info["head"]
+        self.input_type: str = self.info["input"]
+        self.max_length = max_length or self.info["max_length"]
+        self.batch_size = batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        self.pad_token_id = self.tokenizer.pad_token_id
+        backend = resolve_backend(backend, self.info, backend_options.get("device", "cpu"))
+        if backend == "paddle":
+            backend_options.setdefault("max_batch_size", batch_size)
+            backend_options.setdefault("max_length", self.max_length)
+        self.backend = make_backend(model_dir, backend, **backend_options)
+        self.backend_name = backend
+
+    # -- text -> features -> logits ---------------------------------------------------------
+    def encode(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None) -> List[Features]:
+        """Model inputs, as the model was finetuned on them. Token tasks take each character
+        as a token (the offline tasks are per character); each token's "label" is its index,
+        so after encoding the kept tokens (first sub-words) can be found again."""
+        if text_pairs is not None and len(text_pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text pairs")
+        if self.input_type == "pair" and text_pairs is None:
+            raise ValueError("this model takes text pairs: give text_pairs (CLI: text<TAB>pair per line)")
+        if self.head == "token":
+            return [encode_tokens(Example(list(t), None, list(range(len(t))), ""), self.tokenizer, self.max_length)
+                    for t in texts]
+        pairs = text_pairs if text_pairs is not None else [None] * len(texts)
+        return [encode_sequence(Example(t, p, 0, ""), self.tokenizer, self.max_length) for t, p in zip(texts, pairs)]
+
+    def logits(self, features: Sequence[Features]) -> List[np.ndarray]:
+        """Per example: [classes] (sequence) or [its length, classes] (token), in input order.
+        Batches are formed from length-sorted examples, so little compute goes to padding."""
+        order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
+        out: List[Optional[np.ndarray]] = [None] * len(features)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            batch = collate([features[i] for i in chunk], self.pad_token_id)
+            ids, types = pad_to_bucket(batch["input_ids"], batch["token_type_ids"], self.pad_token_id)
+            logits = self.backend(ids, types)
+            for row, i in enumerate(chunk):
+                out[i] = logits[row] if self.head == "sequence" else logits[row, :len(features[i].input_ids)]
+        return out
+
+    # -- logits -> labels ---------------------------------------------------------------------
+    def predict(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None) -> List[dict]:
+        """Sequence tasks: ``{"label", "score"}`` per text (score: the label's probability).
+        Token tasks: ``{"tokens": [{"token", "label", "score"}...], "entities": [...],
+        "truncated": bool}``; entities (BIO labels only) carry type, text and character offsets."""
+        if not texts:
+            return []
+        features = self.encode(texts, text_pairs)
+        results = []
+        for text, feature, logits in zip(texts, features, self.logits(features)):
+            probs = softmax(logits.astype(np.float64))
+            if self.head == "sequence":
+                best = int(probs.argmax())
+                results.append({"label": self.labels[best], "score": round(float(probs[best]), 6)})
+            else:
+                results.append(self._token_result(text, feature, probs))
+        return results
+
+    def _token_result(self, text: str, feature: Features, probs: np.ndarray) -> dict:
+        positions = [(p, index) for p, index in enumerate(feature.labels) if index != IGNORE]
+        tokens = []
+        for p, index in positions:
+            best = int(probs[p].argmax())
+            tokens.append({"token": text[index], "start": index, "label": self.labels[best],
+                           "score": round(float(probs[p, best]), 6)})
+        kept_last = positions[-1][1] if positions else -1
+        truncated = any(not ch.isspace() for ch in text[kept_last + 1:])
+        return {"tokens": tokens, "entities": bio_entities(tokens, text), "truncated": truncated}
+
+
+def bio_entities(tokens: List[dict], text: str) -> List[dict]:
+    """Entities from per-character BIO labels (``B-PER I-PER`` ...), via seqeval; none when
+    the labels are not BIO (segmentation, POS)."""
+    labels = [t["label"] for t in tokens]
+    if not any(label.startswith(("B-", "I-")) for label in labels):
+        return []
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    entities = []
+    for kind, first, last in get_entities(labels):
+        start, end = tokens[first]["start"], tokens[last]["start"] + 1
+        entities.append({"type": kind, "text": text[start:end], "start": start, "end": end})
+    return entities

@@ -1,0 +1,107 @@
+"""Configs of the deployment tools: ``tools/finetune.py`` (one task, one hyperparameter point,
+the model saved for export) and ``tools/export.py`` (finetuned model -> inference directory).
+
+Like every stage config, these are validated before Paddle is imported; errors name the file,
+the line and the key.
+"""
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ernie_tiny.config import Section
+from ernie_tiny.schema import GlobalSection
+
+TASK_FILE = "task.json"  # written beside a finetuned model: card, labels, head, max length
+
+
+class ModelPathSection(Section):
+    path: str = Field(description="a PaddleNLP save_pretrained directory (weights, config.json, tokenizer files)")
+
+    def check(self):
+        if not os.path.isdir(self.path):
+            yield "path", f"{self.path!r}: no such directory"
+        elif not os.path.isfile(os.path.join(self.path, "config.json")):
+            yield "path", f"{self.path!r} has no config.json: not a save_pretrained model directory"
+
+
+class TaskSection(Section):
+    name: str = Field(description="a task card: name under tasks/ (review_sentiment) or a path to its YAML")
+    data_dir: str = Field("", description="directory with the task's files, for cards with a local source")
+    max_train_examples: int = Field(0, ge=0, description="a fixed-seed sample of the train split; 0 = all")
+    max_dev_examples: int = Field(0, ge=0, description="a fixed-seed sample of the dev split; 0 = all")
+    max_length: int = Field(0, ge=0, description="tokens per example; 0 = the card's max_length")
+
+
+class FinetuneSection(Section):
+    """One point of the finetuning grid (``ernie_tiny.finetune.trainer.FinetuneParams``)."""
+
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(3, ge=1)
+    max_steps: int = Field(0, ge=0, description="0 = epochs x batches")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    eval_every: int = Field(100, ge=0, description="steps; 0 = once per epoch")
+
+
+class FinetuneConfig(Section):
+    Global: GlobalSection = Field(default_factory=lambda: GlobalSection(output_dir="output/finetune"))
+    Model: ModelPathSection
+    Task: TaskSection
+    Finetune: FinetuneSection = Field(default_factory=FinetuneSection)
+
+    def check(self):
+        from ernie_tiny.tasks.card import card_path
+
+        try:
+            card_path(self.Task.name)
+        except FileNotFoundError as err:
+            yield "Task.name", str(err)
+
+
+class ExportSection(Section):
+    task: str = Field("", description=f"task card (name or path); '' = the {TASK_FILE} that tools/finetune.py "
+                                      "wrote into Model.path")
+    data_dir: str = Field("", description="directory with the task's files, for cards with a local source")
+    max_length: int = Field(0, ge=0, description="tokens per text at inference; 0 = the card's max_length")
+    check_examples: int = Field(64, ge=1, description="dev examples run through the eager and the exported model")
+    atol: float = Field(1e-4, gt=0, description="largest allowed |eager - exported| on any logit")
+    onnx: bool = Field(True, description="also convert to ONNX with paddle2onnx (for the onnx backends and int8)")
+    opset: int = Field(14, ge=11, description="ONNX opset")
+    int8: Literal["off", "dynamic", "static"] = Field(
+        "dynamic", description="onnxruntime post-training quantization: dynamic (weights int8, activations "
+                               "quantized per batch) or static (activation ranges calibrated on the train split)")
+    calibration_examples: int = Field(256, ge=1, description="static int8: train examples for calibration")
+    eval_examples: int = Field(1000, ge=0, description="dev examples scored before and after int8; 0 = all")
+    max_int8_drop: float = Field(1.0, ge=0, description="the export fails if int8 scores more than this many "
+                                                        "points below fp32 on those dev examples")
+
+    @field_validator("int8", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        """YAML 1.1 reads a bare ``off`` as false: take it as the 'off' it was meant to be."""
+        return "off" if value is False else value
+
+
+class ExportConfig(Section):
+    Global: GlobalSection = Field(default_factory=lambda: GlobalSection(output_dir="output/export"))
+    Model: ModelPathSection
+    Export: ExportSection = Field(default_factory=ExportSection)
+
+    def check(self):
+        from ernie_tiny.tasks.card import card_path
+
+        if self.Export.task:
+            try:
+                card_path(self.Export.task)
+            except FileNotFoundError as err:
+                yield "Export.task", str(err)
+        elif os.path.isdir(self.Model.path) and not os.path.isfile(os.path.join(self.Model.path, TASK_FILE)):
+            yield "Export.task", (f"'' but {self.Model.path!r} has no {TASK_FILE} (it was not written by "
+                                  "tools/finetune.py): name the task card")
+        if self.Export.int8 != "off" and not self.Export.onnx:
+            yield "Export.int8", f"{self.Export.int8!r} quantizes the ONNX model: it needs Export.onnx: true"

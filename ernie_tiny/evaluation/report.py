@@ -1,0 +1,177 @@
+"""From finished grid points to the report: ``results.csv``, ``results.md`` and ``results.png``.
+
+Per task, the points are grouped by their hyperparameters (batch size, learning rate, dropout,
+epochs); a group's score is the mean of its seeds' best dev scores, and the task's score is
+the best group's (ties: the first in grid order), with the standard deviation over its seeds.
+The Markdown and the chart put the model beside the config's reference rows (the paper's
+numbers). Nothing here imports Paddle.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+CSV_COLUMNS = ["model", "task", "metric", "score", "std", "seeds", "majority", "batch_size", "learning_rate",
+               "dropout", "epochs", "best_step", "grid_points", "train_examples", "dev_examples", "skipped_rows",
+               "seconds"]
+
+
+@dataclass
+class TaskResult:
+    model: str
+    task: str
+    metric: str
+    score: float
+    std: Optional[float]  # over seeds; None with one seed
+    seeds: int
+    majority: Optional[float]  # the dev score of always predicting the most frequent train label
+    batch_size: int
+    learning_rate: float
+    dropout: float
+    epochs: int
+    best_step: int  # of the best seed of the best group
+    grid_points: int
+    train_examples: int
+    dev_examples: int
+    skipped_rows: int  # rows whose label the card skips (OCNLI '-'), train + dev
+    seconds: float  # finetuning time of all the task's points
+
+
+def summarize(records: Sequence[dict], model: str) -> List[TaskResult]:
+    """One result per task, tasks in the order they first appear in ``records``."""
+    by_task: Dict[str, List[dict]] = {}
+    for record in records:
+        by_task.setdefault(record["task"], []).append(record)
+    results = []
+    for task, rows in by_task.items():
+        groups: Dict[tuple, List[dict]] = {}
+        for row in rows:
+            key = (row["batch_size"], row["learning_rate"], row["dropout"], row["epochs"])
+            groups.setdefault(key, []).append(row)
+        best_key = max(groups, key=lambda k: np.mean([r["score"] for r in groups[k]]))  # first max wins
+        best = groups[best_key]
+        scores = [r["score"] for r in best]
+        top = max(best, key=lambda r: r["score"])
+        results.append(TaskResult(
+            model=model, task=task, metric=rows[0]["metric"], score=float(np.mean(scores)),
+            std=float(np.std(scores, ddof=1)) if len(scores) > 1 else None, seeds=len(scores),
+            majority=rows[0].get("majority"),
+            batch_size=best_key[0], learning_rate=best_key[1], dropout=best_key[2], epochs=best_key[3],
+            best_step=top["best_step"], grid_points=len(rows), train_examples=rows[0]["train_examples"],
+            dev_examples=rows[0]["dev_examples"], skipped_rows=rows[0]["skipped_train"] + rows[0]["skipped_dev"],
+            seconds=float(sum(r["seconds"] for r in rows))))
+    return results
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def write_csv(results: Sequence[TaskResult], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for result in results:
+            row = asdict(result)
+            row["score"] = round(row["score"], 4)
+            row["std"] = "" if row["std"] is None else round(row["std"], 4)
+            row["majority"] = "" if row["majority"] is None else round(row["majority"], 4)
+            row["seconds"] = round(row["seconds"], 1)
+            writer.writerow(row)
+
+
+def comparison_rows(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+    """{row name: {task: score}}: the model first, then each reference row that has one of the tasks."""
+    tasks = [r.task for r in results]
+    rows = {results[0].model: {r.task: r.score for r in results}} if results else {}
+    for name, scores in reference.items():
+        known = {t: s for t, s in scores.items() if t in tasks}
+        if known:
+            rows[name] = known
+    return rows
+
+
+def markdown(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]]) -> str:
+    if not results:
+        return "No finished grid points.\n"
+    lines = [f"## {results[0].model}: best dev score per task", "",
+             "| task | metric | score | std | majority class | best hyperparameters | grid points | "
+             "train / dev examples | time |",
+             "|---|---|---:|---:|---:|---|---:|---|---:|"]
+    for r in results:
+        std = "-" if r.std is None else f"{r.std:.2f} ({r.seeds} seeds)"
+        hyper = f"batch {r.batch_size}, lr {r.learning_rate:g}, dropout {r.dropout:g}, {r.epochs} epochs, step {r.best_step}"
+        majority = "-" if r.majority is None else f"{r.majority:.2f}"
+        lines.append(f"| {r.task} | {r.metric} | {r.score:.2f} | {std} | {majority} | {hyper} | {r.grid_points} | "
+                     f"{r.train_examples} / {r.dev_examples} | {_duration(r.seconds)} |")
+    skipped = [f"{r.task}: {r.skipped_rows}" for r in results if r.skipped_rows]
+    if skipped:
+        lines += ["", "Rows skipped for a label the card skips (e.g. OCNLI's '-'): " + ", ".join(skipped) + "."]
+    rows = comparison_rows(results, reference)
+    if len(rows) > 1:
+        tasks = [r.task for r in results if any(r.task in scores for name, scores in list(rows.items())[1:])]
+        lines += ["", "## Compared with the reference rows (dev)", "",
+                  "| model | " + " | ".join(tasks) + " | avg |", "|---|" + "---:|" * (len(tasks) + 1)]
+        for name, scores in rows.items():
+            cells = [f"{scores[t]:.1f}" if t in scores else "-" for t in tasks]
+            avg = f"{np.mean([scores[t] for t in tasks]):.1f}" if all(t in scores for t in tasks) else "-"
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]], path: Path) -> None:
+    """Grouped bars: one group per task, one bar per row (the model, then the references)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = comparison_rows(results, reference)
+    tasks = [r.task for r in results]
+    width = 0.8 / len(rows)
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 2.5 + len(tasks) * (0.4 + 0.3 * len(rows)))), 4.5))
+    for i, (name, scores) in enumerate(rows.items()):
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j, t in enumerate(tasks) if t in scores]
+        ys = [scores[t] for t in tasks if t in scores]
+        bars = ax.bar(xs, ys, width, label=name)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    for j, r in enumerate(results):  # the floor: always the most frequent train label
+        if r.majority is not None:
+            ax.hlines(r.majority, j - 0.45, j + 0.45, colors="gray", linestyles="--", linewidth=1,
+                      label="majority class" if j == 0 else None)
+    ax.set_xticks(range(len(tasks)), [f"{r.task}\n({r.metric})" for r in results], fontsize=8)
+    ax.set_ylabel("dev score (%)")
+    ax.set_ylim(0, min(100.0, math.ceil(max(max(s.values()) for s in rows.values()) / 10) * 10 + 10))
+    ax.set_title(f"{results[0].model}: best dev score per task")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(output_dir: Path, records: Sequence[dict], model: str,
+                 reference: Dict[str, Dict[str, float]], with_chart: bool = True) -> List[Path]:
+    """Write results.csv, results.md (and results.png); each file is replaced whole."""
+    results = summarize(records, model)
+    output_dir = Path(output_dir)
+    written = []
+
+    def replace(name: str, write) -> None:
+        final = output_dir / name
+        tmp = output_dir / f".tmp_{name}"
+        write(tmp)
+        tmp.replace(final)
+        written.append(final)
+
+    replace("results.csv", lambda p: write_csv(results, p))
+    replace("results.md", lambda p: p.write_text(markdown(results, reference), encoding="utf-8"))
+    if with_chart and results:
+        replace("results.png", lambda p: chart(results, reference, p))
+    return written

@@ -1,0 +1,164 @@
+"""The evaluation config (`tools/evaluate.py -c CONFIG`): every key, its type and default.
+
+One model (``Model.path``, a ``save_pretrained`` directory) is finetuned on every task card in
+``Tasks`` at every point of ``Grid``; the best dev score per task goes into the report, beside
+the reference rows of ``Report.reference``. Task cards are loaded and checked here, so an
+unknown card or missing data file stops the run before Paddle is imported, naming the key
+(``Tasks.3.card``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from pydantic import Field
+
+from ernie_tiny.config import ConfigError, Section
+from ernie_tiny.schema import GlobalSection
+
+
+class EvalGlobalSection(GlobalSection):
+    output_dir: str = "output/evaluate"
+
+
+class EvalModelSection(Section):
+    path: str = Field(description="the encoder to evaluate: a save_pretrained directory (or a PaddleNLP name)")
+    name: str = Field("", description="its row name in the report; '' = the directory's name")
+
+    def display_name(self) -> str:
+        return self.name or Path(self.path.rstrip("/\\")).name or self.path
+
+    def check(self):
+        looks_local = os.sep in self.path or self.path.startswith(".") or os.path.exists(self.path)
+        if looks_local and not os.path.isfile(os.path.join(self.path, "config.json")):
+            yield "path", (f"{self.path!r} is not a model directory (no config.json); make one with "
+                           f"tools/distill.py, or give a PaddleNLP model name")
+
+
+class EvalDataSection(Section):
+    dir: str = Field("", description="a directory with one subfolder per task card, in the benchmark's own "
+                                     "files; '' = PaddleNLP's loaders (network) or the built-in offline tasks")
+
+    def check(self):
+        if self.dir and not os.path.isdir(self.dir):
+            yield "dir", f"{self.dir!r}: no such directory"
+
+
+class TaskEntry(Section):
+    card: str = Field(description="a task card: its name under tasks/ (afqmc, clue/afqmc) or a YAML path")
+    max_train_examples: int = Field(0, ge=0, description="0 = all; else a fixed-seed sample")
+    max_dev_examples: int = Field(0, ge=0, description="0 = all; else a fixed-seed sample")
+    epochs: Optional[int] = Field(None, ge=1, description="None = Grid.epochs, else the card's")
+    max_length: int = Field(0, ge=0, description="tokens per example; 0 = the card's")
+
+    def check(self):
+        if self.max_length and self.max_length < 8:
+            yield "max_length", f"{self.max_length} is too short for [CLS] text [SEP] (8 or more, or 0 = the card's)"
+
+
+class GridSection(Section):
+    """The hyperparameter grid (paper appendix A.7). Each task runs every combination of
+    batch size x learning rate x dropout, for every seed; the best mean dev score over the
+    seeds is kept."""
+
+    batch_sizes: List[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
+    learning_rates: List[float] = Field(default_factory=lambda: [1e-5, 2e-5, 3e-5, 5e-5], min_length=1)
+    dropouts: List[float] = Field(default_factory=lambda: [0.1], min_length=1,
+                                  description="the dropout grid when card_overrides is off")
+    card_overrides: bool = Field(True, description="take each card's dropout grid (instead of dropouts) and add "
+                                                   "its extra batch sizes (CLUEWSC: dropout {0.0, 0.1}, batch 8)")
+    seeds: List[int] = Field(default_factory=lambda: [42], min_length=1)
+    epochs: Optional[int] = Field(None, ge=1, description="None = each card's epochs (paper Table 6)")
+    max_steps: int = Field(0, ge=0, description="cap on optimizer steps per point; 0 = epochs x batches")
+    eval_every: int = Field(100, ge=0, description="steps between dev evaluations; 0 = once per epoch")
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+
+    def check(self):
+        for name in ("batch_sizes", "learning_rates", "seeds", "dropouts"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                yield name, f"{values} repeats a value"
+        for i, bs in enumerate(self.batch_sizes):
+            if bs < 1:
+                yield f"batch_sizes.{i}", f"{bs} is not a batch size"
+        for i, lr in enumerate(self.learning_rates):
+            if not 0 < lr < 1:
+                yield f"learning_rates.{i}", f"{lr} is not a learning rate (0 < lr < 1)"
+        for i, p in enumerate(self.dropouts):
+            if not 0 <= p < 1:
+                yield f"dropouts.{i}", f"{p} is not a dropout probability (0 <= p < 1)"
+
+
+class ReportSection(Section):
+    reference: Dict[str, Dict[str, float]] = Field(
+        default_factory=dict, description="rows to compare with: {row name: {task card name: dev score}}")
+    chart: bool = True
+
+    def check(self):
+        for row, scores in self.reference.items():
+            for task, value in scores.items():
+                if not 0 <= value <= 100:
+                    yield f"reference.{row}.{task}", f"{value} is not a score in percent (0-100)"
+
+
+class EvaluateConfig(Section):
+    Global: EvalGlobalSection = Field(default_factory=EvalGlobalSection)
+    Model: EvalModelSection
+    Data: EvalDataSection = Field(default_factory=EvalDataSection)
+    Tasks: List[TaskEntry] = Field(min_length=1)
+    Grid: GridSection = Field(default_factory=GridSection)
+    Report: ReportSection = Field(default_factory=ReportSection)
+
+    def check(self):
+        from ernie_tiny.tasks.card import load_card
+
+        positions = _max_positions(self.Model.path)
+        seen: Dict[str, int] = {}
+        for i, task in enumerate(self.Tasks):
+            try:
+                card = load_card(task.card)
+            except FileNotFoundError as err:
+                yield f"Tasks.{i}.card", str(err)
+                continue
+            except ConfigError as err:
+                yield f"Tasks.{i}.card", f"the card does not validate:\n{err}"
+                continue
+            if card.name in seen:
+                yield f"Tasks.{i}.card", f"{card.name!r} is listed twice (Tasks.{seen[card.name]})"
+                continue
+            seen[card.name] = i
+            yield from _check_local_files(card, self.Data.dir, f"Tasks.{i}.card")
+            length = task.max_length or card.max_length
+            if positions and length > positions:
+                yield f"Tasks.{i}.max_length", (f"{card.name}: {length} tokens is more than the model's "
+                                                f"{positions} positions; set Tasks.{i}.max_length")
+
+    def cards(self):
+        """The task cards, in config order."""
+        from ernie_tiny.tasks.card import load_card
+
+        return [load_card(task.card) for task in self.Tasks]
+
+
+def _max_positions(model_path: str) -> int:
+    """The model's position limit, from a local directory's config.json (0 when unknown)."""
+    try:
+        with open(os.path.join(model_path, "config.json"), encoding="utf-8") as f:
+            return int(json.load(f).get("max_position_embeddings", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def _check_local_files(card, data_dir: str, key: str):
+    """With ``Data.dir``, every card that reads local files must find them there now, not hours in."""
+    if not data_dir or not os.path.isdir(data_dir) or card.source.local is None:
+        return
+    for split in ("train", "dev"):
+        name = card.source.local.splits.get(split)
+        path = Path(data_dir) / card.name / name if name else None
+        if path is None or not path.is_file():
+            yield key, (f"{card.name}: no {split} file {str(path) if path else '(the card names none)'}; "
+                        f"{card.source.download or 'see the card'}")

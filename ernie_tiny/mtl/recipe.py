@@ -1,0 +1,185 @@
+"""The multi-task teacher finetuning recipe: set up -> loop -> keep the best, top to bottom.
+
+Stage 1 of MITKD: a pretrained ERNIE is finetuned on several labelled tasks at once (one
+shared encoder, one head per task, ``mtl/model.py``); each micro-batch holds one task, drawn by
+the schedule (``mtl/sampling.py``), and its loss is the task's cross-entropy times its weight.
+Every ``Train.eval_every`` steps every task is scored on its dev split; the step with the best
+mean dev score is kept as
+
+    <output_dir>/teacher/   the encoder, PaddleNLP format (config.json, model.safetensors,
+                            tokenizer, teacher_mtl_config.yaml): tools/distill.py's teacher
+    <output_dir>/heads/     heads.safetensors + heads.json (labels, head type, metric, dev score
+                            of every task): ``mtl.model.load_task_model`` rebuilds a task model
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import paddle
+
+from ernie_tiny import runtime
+from ernie_tiny.config import dump_config
+from ernie_tiny.data.sampler import ResumableBatchSampler
+from ernie_tiny.finetune.trainer import evaluate
+from ernie_tiny.mtl.model import MultiTaskModel, save_heads, task_loss
+from ernie_tiny.mtl.sampling import MultiTaskBatches, TaskSchedule
+from ernie_tiny.mtl.schema import TaskEntry, TeacherMTLConfig
+from ernie_tiny.tasks.card import TaskCard
+from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode
+from ernie_tiny.tasks.metrics import score
+from ernie_tiny.tasks.readers import read_split
+from ernie_tiny.tokenization import load_tokenizer
+from ernie_tiny.training import Trainer
+
+
+@dataclass
+class TaskData:
+    card: TaskCard
+    entry: TaskEntry
+    labels: List[str]
+    train: List[Features]
+    dev: List[Features]
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+
+def load_tasks(config: TeacherMTLConfig, tokenizer) -> List[TaskData]:
+    """Each card's train and dev split (dev labels come from train), encoded by ``tokenizer``."""
+    tasks = []
+    data_dir = config.Data.dir or None
+    for entry, card in zip(config.Tasks, config.cards()):
+        train = read_split(card, "train", data_dir, max_examples=entry.max_train_examples)
+        dev = read_split(card, "dev", data_dir, labels=train.labels, max_examples=entry.max_dev_examples)
+        length = entry.length(card)
+        tasks.append(TaskData(card, entry, train.labels, encode(train.examples, tokenizer, length, card.head),
+                              encode(dev.examples, tokenizer, length, card.head)))
+    return tasks
+
+
+def majority_baseline(task: TaskData) -> float:
+    """The dev score of always predicting the dev split's most frequent label (token tasks:
+    its most frequent tag at every position), under the task's metric."""
+    if task.card.head == "token":
+        width = max(len(f.labels) for f in task.dev)
+        gold = np.stack([np.pad(f.labels, (0, width - len(f.labels)), constant_values=IGNORE) for f in task.dev])
+    else:
+        gold = np.array([f.labels for f in task.dev])
+    majority = np.bincount(gold[gold != IGNORE]).argmax()
+    return score(task.card.metric, np.full_like(gold, majority), gold, task.labels)
+
+
+def heads_info(tasks: List[TaskData], scores: Dict[str, float], baselines: Dict[str, float], step: int) -> dict:
+    return {"step": step, "mean_dev_score": float(np.mean(list(scores.values()))),
+            "tasks": {t.name: {"head": t.card.head, "labels": t.labels, "metric": t.card.metric,
+                               "dev_score": scores[t.name], "majority_baseline": baselines[t.name],
+                               "dropout": t.card.dropout[0], "weight": t.entry.weight, "card": t.entry.card,
+                               "max_length": t.entry.length(t.card), "train_examples": len(t.train),
+                               "dev_examples": len(t.dev)}
+                      for t in tasks}}
+
+
+def save_best(output_dir: Path, model: MultiTaskModel, tokenizer, config: TeacherMTLConfig, info: dict) -> None:
+    """``teacher/`` and ``heads/``, each written under a temporary name and then renamed."""
+    parts = {"teacher": output_dir / ".tmp_teacher", "heads": output_dir / ".tmp_heads"}
+    for tmp in parts.values():
+        shutil.rmtree(tmp, ignore_errors=True)
+    model.ernie.save_pretrained(str(parts["teacher"]), safe_serialization=True)
+    tokenizer.save_pretrained(str(parts["teacher"]))
+    dump_config(config, parts["teacher"] / "teacher_mtl_config.yaml")
+    save_heads(model, parts["heads"], info)
+    for name, tmp in parts.items():
+        shutil.rmtree(output_dir / name, ignore_errors=True)
+        tmp.rename(output_dir / name)
+
+
+def run(config: TeacherMTLConfig) -> Path:
+    from paddlenlp.transformers import ErnieModel
+    from paddlenlp.utils.log import logger as paddlenlp_logger
+
+    paddlenlp_logger.set_level("WARNING")
+    rt = runtime.init_runtime(config.Global.device)
+    output_dir = Path(config.Global.output_dir)
+    if rt.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(config, output_dir / "config.yaml")
+    runtime.seed_everything(config.Global.seed)
+
+    tokenizer = load_tokenizer(config.Model.name_or_path)
+    pad = tokenizer.pad_token_id
+    tasks = load_tasks(config, tokenizer)
+    by_name = {t.name: t for t in tasks}
+    baselines = {t.name: majority_baseline(t) for t in tasks}
+    model = MultiTaskModel(ErnieModel.from_pretrained(config.Model.name_or_path),
+                           {t.name: (t.card.head, len(t.labels), t.card.dropout[0]) for t in tasks})
+    train = config.Train
+    # one schedule for all ranks (seed without the rank); each task's sampler reads this rank's slice
+    schedule = TaskSchedule([t.name for t in tasks], [len(t.train) for t in tasks], config.Schedule.kind,
+                            config.Schedule.temperature, seed=config.Global.seed)
+    samplers = {t.name: ResumableBatchSampler(len(t.train), train.batch_size, rt.rank, rt.world_size,
+                                              config.Global.seed + i) for i, t in enumerate(tasks)}
+    data = MultiTaskBatches(schedule, samplers)
+    mean_tokens = sum(p * np.mean([len(f.input_ids) for f in t.train]) for p, t in zip(schedule.probabilities, tasks))
+    trainer = Trainer(rt, output_dir, train, config.Optimizer, model=model, trained=model, data=data,
+                      tokenizer=tokenizer, tokens_per_micro_step=int(train.batch_size * mean_tokens),
+                      desc="teacher-mtl", gradient_sync="all_reduce")
+    trainer.resume()
+    window: Dict[str, List[float]] = {t.name: [] for t in tasks}  # unweighted losses since the last log
+    seen = []  # fingerprint of this rank's first batch, for the data-parallel check
+
+    def micro_step():
+        name, indices = data.next_batch()
+        task = by_name[name]
+        batch = collate([task.train[i] for i in indices], pad)
+        if not seen:
+            seen.append(float(np.abs(batch["input_ids"].astype(np.float64)).sum()))
+        logits = trainer.layer(name, paddle.to_tensor(batch["input_ids"]),
+                               token_type_ids=paddle.to_tensor(batch["token_type_ids"]),
+                               attention_mask=paddle.to_tensor(batch["attention_mask"]))
+        loss = task_loss(logits, paddle.to_tensor(batch["labels"]))
+        window[name].append(float(loss))
+        return {name: loss * task.entry.weight}
+
+    def after_step(step: int) -> Dict[str, float]:
+        scalars = {}
+        if step % train.log_every == 0 or step == train.max_steps:
+            scalars.update({f"train_loss/{name}": float(np.mean(v)) for name, v in window.items() if v})
+            for v in window.values():
+                v.clear()
+        if step % train.eval_every == 0 or step == train.max_steps:
+            scores = {t.name: evaluate(model.task_model(t.name), t.dev, t.card, t.labels,
+                                       config.Data.eval_batch_size, pad) for t in tasks}
+            if rt.distributed:  # every rank scored the same weights; rank 0's scores decide for all
+                values = paddle.to_tensor([scores[t.name] for t in tasks], dtype="float64")
+                paddle.distributed.broadcast(values, src=0)
+                scores = dict(zip(scores, values.numpy().tolist()))
+            mean = float(np.mean(list(scores.values())))
+            scalars.update({f"dev/{name}": s for name, s in scores.items()}, **{"dev/mean": mean})
+            best = trainer.state.get("best")
+            if best is None or mean > best["mean_dev_score"]:
+                info = heads_info(tasks, scores, baselines, step)
+                trainer.state["best"] = {k: info[k] for k in ("step", "mean_dev_score")} | {"scores": scores}
+                if rt.is_main:
+                    save_best(output_dir, model, tokenizer, config, info)
+                rt.barrier()
+        return scalars
+
+    shares = ", ".join(f"{t.name} {len(t.train)}/{len(t.dev)} p={p:.3f} ({baselines[t.name]:.1f})"
+                       for t, p in zip(tasks, schedule.probabilities))
+    trainer.fit(micro_step, after_step, banner=(
+        f"tasks (train/dev examples, draw probability under the {config.Schedule.kind} schedule, dev majority "
+        f"baseline): {shares}; "
+        f"world size {rt.world_size}, device {rt.device}"))
+    trainer.check_ranks_in_sync(seen[0] if seen else 0.0)
+    best = trainer.state.get("best")
+    if rt.is_main and best:
+        print(f"best mean dev score {best['mean_dev_score']:.2f} at step {best['step']}: "
+              + ", ".join(f"{k} {v:.2f} (majority baseline {baselines[k]:.2f})" for k, v in best["scores"].items()))
+        print(f"teacher written to {output_dir / 'teacher'} (heads: {output_dir / 'heads'})")
+    rt.barrier()
+    return output_dir / "teacher"

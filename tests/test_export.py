@@ -1,0 +1,244 @@
+"""Export -> inference directory -> predictor, on tiny ERNIE models (2 layers, hidden 32).
+
+Covers: the exported Paddle Inference model and the ONNX model against the eager model
+(sequence and token classification, dynamic batch and length), the predictor on CPU over
+every backend, the infer CLI, and int8 accuracy against fp32 on review_sentiment dev after a
+short finetune (tools/finetune.py's recipe).
+"""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+from ernie_tiny.config import ConfigError, load_config
+from ernie_tiny.deploy.schema import TASK_FILE, ExportConfig, FinetuneConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+ATOL = 1e-4  # |exported - eager| on any logit (what Export.atol enforces)
+SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+             max_position_embeddings=130, type_vocab_size=4)
+TEXTS = ["质量很好，物流也快，下次还来", "太差了", "书的内容一般，但是印刷不错。", "江泽民在北京会见了美国总统克林顿。", "好"]
+
+
+def make_tiny_model(directory: Path, task: str, head_model: bool = True, seed: int = 0) -> Path:
+    """A random-weight tiny ERNIE (with a classification head for ``task``, or the bare
+    encoder) + a character vocabulary from the task's dev texts, saved as PaddleNLP saves.
+    With a head, ``task.json`` is written too, as tools/finetune.py does."""
+    from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification, ErnieForTokenClassification, \
+        ErnieModel
+
+    from ernie_tiny.deploy.finetune import task_info, write_json
+    from ernie_tiny.tasks.card import card_path, load_card
+    from ernie_tiny.tasks.offline import load_builtin
+    from ernie_tiny.tokenization import build_vocab, tokenizer_from_vocab
+
+    card = load_card(task)
+    records = load_builtin(card.source.builtin.name, "dev")[:3000]
+    texts = [r.get("text") or "".join(r["tokens"]) for r in records] + TEXTS
+    tokenizer = tokenizer_from_vocab(build_vocab(texts, directory / "vocab.txt", 3000, 1))
+    paddle.seed(seed)
+    config = ErnieConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                         num_labels=len(card.label.values), **SIZES)
+    if not head_model:
+        model = ErnieModel(config)
+    elif card.head == "token":
+        model = ErnieForTokenClassification(config)
+    else:
+        model = ErnieForSequenceClassification(config)
+    model.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    if head_model:
+        write_json(directory / TASK_FILE, task_info(card, card.label.values, card_path(task)))
+    return directory
+
+
+def export(model_dir: Path, output_dir: Path, *overrides: str) -> Path:
+    from ernie_tiny.deploy.export import run
+
+    return run(load_config(ExportConfig, ROOT / "configs/demo/export.yaml",
+                           [f"Model.path={model_dir}", f"Global.output_dir={output_dir}", *overrides]))
+
+
+def eager_logits(model_dir: Path, head: str, predictor, texts):
+    """The source model's logits in dygraph, on the predictor's own encoding (with attention mask)."""
+    from paddlenlp.transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    from ernie_tiny.tasks.encode import collate
+
+    auto = AutoModelForTokenClassification if head == "token" else AutoModelForSequenceClassification
+    model = auto.from_pretrained(str(model_dir))
+    model.eval()
+    features = predictor.encode(texts)
+    batch = collate(features, predictor.pad_token_id)
+    with paddle.no_grad():
+        logits = model(paddle.to_tensor(batch["input_ids"]), token_type_ids=paddle.to_tensor(batch["token_type_ids"]),
+                       attention_mask=paddle.to_tensor(batch["attention_mask"])).numpy()
+    return [logits[i] if head == "sequence" else logits[i, :len(f.input_ids)] for i, f in enumerate(features)]
+
+
+@pytest.fixture(scope="module")
+def sequence_export(tmp_path_factory):
+    base = tmp_path_factory.mktemp("seq")
+    model = make_tiny_model(base / "model", "review_sentiment")
+    return model, export(model, base / "export", "Export.eval_examples=200")
+
+
+@pytest.fixture(scope="module")
+def token_export(tmp_path_factory):
+    base = tmp_path_factory.mktemp("tok")
+    model = make_tiny_model(base / "model", "pd_ner")
+    return model, export(model, base / "export", "Export.int8=off", "Export.check_examples=24")
+
+
+def test_sequence_export_writes_a_checked_inference_directory(sequence_export):
+    _, out = sequence_export
+    info = json.loads((out / "deploy.json").read_text(encoding="utf-8"))
+    assert info["labels"] == ["positive", "negative"] and info["head"] == "sequence" and info["max_length"] == 128
+    for name in ("model.json", "model.pdiparams", "model.onnx", "model.int8.onnx", "vocab.txt", "export_config.yaml"):
+        assert (out / name).is_file(), name
+    shapes = info["checks"]["paddle_inference"]["batch_shapes"]
+    assert {b for b, _ in shapes} == {1, 3, 8, 32} and len({n for _, n in shapes}) > 1  # dynamic batch and length
+    for check in info["checks"].values():
+        assert check["max_abs_diff"] <= ATOL and check["argmax_agreement"] == 1.0
+    assert not any(p.name.endswith(".tmp") for p in out.parent.iterdir())
+
+
+@pytest.mark.parametrize("backend", ["paddle", "onnx"])
+def test_predictor_matches_eager_sequence(sequence_export, backend):
+    from ernie_tiny.deploy.predictor import Predictor, softmax
+
+    model_dir, out = sequence_export
+    predictor = Predictor(out, backend=backend, batch_size=2, threads=2)  # batches of 2: several lengths
+    got = predictor.logits(predictor.encode(TEXTS))
+    expected = eager_logits(model_dir, "sequence", predictor, TEXTS)
+    np.testing.assert_allclose(np.stack(got), np.stack(expected), atol=ATOL, rtol=0)
+    results = predictor.predict(TEXTS)
+    assert [r["label"] for r in results] == [predictor.labels[int(e.argmax())] for e in expected]
+    assert [r["score"] for r in results] == pytest.approx([softmax(e).max() for e in expected], abs=1e-4)
+
+
+def test_onnx_backends_agree_with_paddle_inference(sequence_export):
+    from ernie_tiny.deploy.predictor import Predictor
+
+    _, out = sequence_export
+    assert Predictor(out).backend_name == "onnx"  # auto: onnxruntime fp32 on CPU when exported
+    paddle_logits = np.stack(Predictor(out, backend="paddle").logits(Predictor(out).encode(TEXTS)))
+    onnx = Predictor(out, backend="onnx")
+    np.testing.assert_allclose(np.stack(onnx.logits(onnx.encode(TEXTS))), paddle_logits, atol=ATOL, rtol=0)
+    int8 = Predictor(out, backend="onnx-int8")
+    int8_logits = np.stack(int8.logits(int8.encode(TEXTS)))
+    assert np.abs(int8_logits - paddle_logits).max() < 0.05  # quantized, so close but not equal
+
+
+def test_token_export_and_predictor(token_export):
+    from ernie_tiny.deploy.predictor import Predictor
+
+    model_dir, out = token_export
+    info = json.loads((out / "deploy.json").read_text(encoding="utf-8"))
+    assert info["head"] == "token" and info["checks"]["paddle_inference"]["max_abs_diff"] <= ATOL
+    assert info["onnx_int8"] is None and not (out / "model.int8.onnx").exists()
+    predictor = Predictor(out, backend="paddle", batch_size=2)
+    texts = TEXTS[:3] + ["江泽民 在北京"]  # a space: no token, no label
+    got = predictor.logits(predictor.encode(texts))
+    for g, e in zip(got, eager_logits(model_dir, "token", predictor, texts)):
+        np.testing.assert_allclose(g, e, atol=ATOL, rtol=0)
+    onnx = Predictor(out, backend="onnx")
+    for g, o in zip(got, onnx.logits(onnx.encode(texts))):
+        np.testing.assert_allclose(o, g, atol=ATOL, rtol=0)
+    result = predictor.predict(texts)[-1]
+    assert "".join(t["token"] for t in result["tokens"]) == "江泽民在北京"
+    assert [t["start"] for t in result["tokens"]] == [0, 1, 2, 4, 5, 6]
+    assert set(t["label"] for t in result["tokens"]) <= set(info["labels"]) and not result["truncated"]
+    for entity in result["entities"]:
+        assert texts[-1][entity["start"]:entity["end"]] == entity["text"]
+    long_text = "中" * 300
+    assert predictor.predict([long_text])[0]["truncated"] and len(predictor.predict([long_text])[0]["tokens"]) == 126
+
+
+def test_infer_cli_writes_json_lines(sequence_export, tmp_path):
+    _, out = sequence_export
+    spec = importlib.util.spec_from_file_location("infer", ROOT / "deploy/python/infer.py")
+    infer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(infer)
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(TEXTS[:2]) + "\n\n" + TEXTS[2] + "\n", encoding="utf-8")
+    target = tmp_path / "out.jsonl"
+    assert infer.main(["--model_dir", str(out), "--input", str(source), "--output", str(target),
+                       "--backend", "onnx-int8", "--batch_size", "2"]) == 0
+    rows = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in rows] == [1, 2, 4] and [r["text"] for r in rows] == TEXTS[:3]
+    assert all(r["label"] in ("positive", "negative") and 0.5 <= r["score"] <= 1 for r in rows)
+    source.write_bytes("好\n".encode() + b"\xff\xfe\n")
+    with pytest.raises(SystemExit, match=r"texts.txt:2: not UTF-8"):
+        infer.main(["--model_dir", str(out), "--input", str(source)])
+
+
+def test_a_differing_export_fails_the_check(sequence_export):
+    from ernie_tiny.deploy.export import ExportCheckError, compare
+    from ernie_tiny.deploy.predictor import Predictor
+
+    _, out = sequence_export
+    predictor = Predictor(out, backend="onnx")
+    from ernie_tiny.tasks.encode import collate
+
+    batch = collate(predictor.encode(TEXTS), predictor.pad_token_id)
+    reference = [predictor.backend(batch["input_ids"], batch["token_type_ids"])]
+    assert compare("same", predictor.backend, reference, [batch], ATOL)["max_abs_diff"] == 0.0
+    shifted = lambda ids, types: predictor.backend(ids, types) + 2 * ATOL  # noqa: E731
+    with pytest.raises(ExportCheckError, match="differs from the eager model"):
+        compare("shifted", shifted, reference, [batch], ATOL)
+
+
+def test_export_config_errors_name_the_key(tmp_path):
+    model = tmp_path / "bare"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    config = ROOT / "configs/demo/export.yaml"
+    with pytest.raises(ConfigError, match=r"Export.task: '' but .* has no task.json"):
+        load_config(ExportConfig, config, [f"Model.path={model}"])
+    with pytest.raises(ConfigError, match=r"-o Model.path=.*: Model.path: .*no such directory"):
+        load_config(ExportConfig, config, [f"Model.path={tmp_path / 'missing'}"])
+    with pytest.raises(ConfigError, match="Export.int8: 'dynamic' quantizes the ONNX model"):
+        load_config(ExportConfig, config, [f"Model.path={model}", "Export.task=review_sentiment", "Export.onnx=false"])
+
+
+def test_int8_stays_within_one_point_after_a_short_finetune(tmp_path):
+    """A tiny encoder finetuned briefly on review_sentiment (tools/finetune.py's recipe), then
+    exported with dynamic int8: fp32 and int8 are scored on the same dev examples."""
+    from ernie_tiny.deploy.finetune import run as finetune
+
+    student = make_tiny_model(tmp_path / "student", "review_sentiment", head_model=False)
+    config = load_config(FinetuneConfig, ROOT / "configs/demo/finetune.yaml", [
+        f"Model.path={student}", f"Global.output_dir={tmp_path / 'ft'}", "Task.max_train_examples=2000",
+        "Task.max_dev_examples=400", "Task.max_length=64", "Finetune.max_steps=80", "Finetune.lr=5e-3",
+        "Finetune.eval_every=40"])
+    model_dir = finetune(config)
+    result = json.loads((tmp_path / "ft/result.json").read_text())
+    assert (model_dir / TASK_FILE).is_file() and result["best_dev"] > 60  # learned something (majority ~53%)
+    out = export(model_dir, tmp_path / "export", "Export.eval_examples=400")
+    int8 = json.loads((out / "deploy.json").read_text())["int8"]
+    assert int8["fp32"] > 60 and abs(int8["fp32"] - int8["int8"]) <= 1.0 and int8["agreement"] >= 0.95
+
+
+def test_latency_benchmark_times_every_runtime_on_the_same_inputs(sequence_export, tmp_path):
+    from ernie_tiny.benchmarks.cli import main
+    from ernie_tiny.benchmarks.latency import forward_flops
+
+    # the ERNIE 3.0 Tiny shape at 1 x 128: ~1.3 GFLOP (counted independently, FACTS.md)
+    nano = {"hidden_size": 312, "intermediate_size": 1248, "num_hidden_layers": 4, "num_labels": 2}
+    assert 1.2e9 < forward_flops(nano, 1, 128, "sequence") < 1.35e9
+    assert forward_flops(nano, 8, 128, "sequence") == pytest.approx(8 * forward_flops(nano, 1, 128, "sequence"))
+    _, out = sequence_export
+    report, raw = tmp_path / "latency.md", tmp_path / "latency.json"
+    assert main(["latency", "--model_dir", str(out), "--batches", "1", "4", "--seqs", "16", "--iters", "3",
+                 "--warmup", "1", "--matmul_size", "256", "--output", str(report), "--json", str(raw)]) == 0
+    rows = json.loads(raw.read_text())["rows"]
+    assert {(r["runtime"], r["batch"]) for r in rows} == {(n, b) for n in ("eager", "paddle", "onnx", "onnx-int8")
+                                                          for b in (1, 4)}
+    assert all(r["n"] == 3 and 0 < r["median_ms"] <= r["p99_ms"] and r["gflops"] > 0 for r in rows)
+    table = report.read_text()
+    assert "| runtime | batch x seq |" in table and "| onnx-int8 | 4 x 16 |" in table
+    assert main(["latency", "--model_dir", str(tmp_path)]) == 2  # not an inference directory

@@ -1,0 +1,122 @@
+"""The HTTP server (deploy/serving/server.py) on loopback, over a tiny exported model: real
+requests through uvicorn, good and bad, concurrent ones batched together."""
+import importlib.util
+import json
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from test_export import TEXTS, export, make_tiny_model
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_TEXTS, MAX_CHARS, MAX_BODY = 4, 50, 2000
+
+
+def load_server_module():
+    spec = importlib.util.spec_from_file_location("ernie_tiny_server", ROOT / "deploy/serving/server.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(base URL, predictor, app) of a server running in a background thread."""
+    import uvicorn
+
+    from ernie_tiny.deploy.predictor import Predictor
+
+    base = tmp_path_factory.mktemp("serve")
+    model = make_tiny_model(base / "model", "review_sentiment")
+    out = export(model, base / "export", "Export.onnx=false", "Export.int8=off", "Export.check_examples=8")
+    predictor = Predictor(out, backend="paddle", threads=1)
+    server_module = load_server_module()
+    app = server_module.create_app(predictor, server_module.Limits(MAX_TEXTS, MAX_CHARS, MAX_BODY), batch_size=16,
+                                   max_wait_ms=300)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", predictor, app
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_health(served):
+    url, predictor, _ = served
+    reply = httpx.get(f"{url}/health")
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["status"] == "ok" and body["labels"] == ["positive", "negative"] and body["task"] == "review_sentiment"
+    assert body["limits"] == {"max_texts": MAX_TEXTS, "max_chars": MAX_CHARS, "max_body_bytes": MAX_BODY}
+
+
+def test_predict_returns_the_predictor_results(served):
+    url, predictor, _ = served
+    reply = httpx.post(f"{url}/predict", json={"texts": TEXTS[:3]})
+    assert reply.status_code == 200
+    assert reply.json()["results"] == predictor.predict(TEXTS[:3])
+
+
+def test_concurrent_requests_are_batched_and_answered_separately(served):
+    url, predictor, app = served
+    expected = {text: result for text, result in zip(TEXTS, predictor.predict(TEXTS))}
+    before = dict(vars(app.state.batcher.stats))
+
+    def ask(i):
+        texts = [TEXTS[i % len(TEXTS)], TEXTS[(i + 1) % len(TEXTS)]][: 1 + i % 2]
+        return texts, httpx.post(f"{url}/predict", json={"texts": texts}, timeout=60)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    for texts, reply in answers:
+        assert reply.status_code == 200
+        assert reply.json()["results"] == [expected[t] for t in texts]
+    stats = vars(app.state.batcher.stats)
+    assert stats["requests"] - before["requests"] == 8
+    assert stats["batches"] - before["batches"] < 8 and stats["max_batch_requests"] >= 2
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (json.dumps({"texts": ["好"] * (MAX_TEXTS + 1)}), 413, f"5 texts; at most {MAX_TEXTS} per request"),
+    (json.dumps({"texts": ["好", "长" * (MAX_CHARS + 1)]}), 413, f"texts[1] has 51 characters; at most {MAX_CHARS}"),
+    (json.dumps({"texts": ["x" * 1000, "y" * 1000, "z"]}), 413, f"at most {MAX_BODY}"),
+    (json.dumps({"texts": []}), 422, "texts: List should have at least 1 item"),
+    (json.dumps({"text": ["好"]}), 422, "texts: Field required"),
+    (json.dumps({"texts": "好"}), 422, "texts: Input should be a valid list"),
+    (json.dumps({"texts": ["好", 3]}), 422, "texts.1: Input should be a valid string"),
+    (json.dumps({"texts": ["好"], "text_pairs": ["坏"]}), 422, "this model takes single texts"),
+    ('{"texts": ["好"', 400, "not valid JSON"),
+    (b'{"texts": ["\xff\xfe"]}', 400, "not valid UTF-8"),
+    ('{"texts": ["\\ud800"]}', 400, "texts[0] is not valid Unicode"),
+])
+def test_bad_requests_get_clear_4xx_errors(served, body, status, message):
+    url, _, _ = served
+    reply = httpx.post(f"{url}/predict", content=body.encode() if isinstance(body, str) else body,
+                       headers={"Content-Type": "application/json"})
+    assert reply.status_code == status, reply.text
+    assert message in reply.json()["detail"]
+
+
+def test_the_server_still_serves_after_bad_requests(served):
+    url, predictor, _ = served
+    assert httpx.get(f"{url}/predict").status_code == 405
+    reply = httpx.post(f"{url}/predict", json={"texts": ["好"]})
+    assert reply.status_code == 200 and reply.json()["results"] == predictor.predict(["好"])
