@@ -2,7 +2,7 @@
 
     python deploy/serving/server.py --model_dir output/demo/export --port 8000
     curl -s localhost:8000/predict -H 'Content-Type: application/json' -d '{"texts": ["质量很好，物流也快"]}'
-    # {"results": [{"label": "positive", "score": 0.93}]}
+    # {"results": [{"label": "positive", "score": ...}]}
 
 Endpoints:
 

@@ -15,9 +15,9 @@ of 16 so the runtimes see few shapes; results come back in input order), and pos
 token tasks)::
 
     from ernie_tiny.deploy.predictor import Predictor
-    predictor = Predictor("output/demo/export", backend="paddle", threads=2)
+    predictor = Predictor("output/demo/export", backend="auto", threads=2)  # or paddle, onnx, onnx-int8
     predictor.predict(["质量很好，物流也快", "太差了"])
-    # [{'label': 'positive', 'score': 0.93}, {'label': 'negative', 'score': 0.88}]
+    # [{'label': 'positive', 'score': ...}, {'label': 'negative', 'score': ...}]
 """
 from __future__ import annotations
 

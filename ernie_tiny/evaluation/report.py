@@ -87,7 +87,8 @@ def write_csv(results: Sequence[TaskResult], path: Path) -> None:
             writer.writerow(row)
 
 
-def comparison_rows(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+def comparison_rows(results: Sequence[TaskResult],
+                    reference: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
     """{row name: {task: score}}: the model first, then each reference row that has one of the tasks."""
     tasks = [r.task for r in results]
     rows = {results[0].model: {r.task: r.score for r in results}} if results else {}
@@ -107,7 +108,8 @@ def markdown(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float
              "|---|---|---:|---:|---:|---|---:|---|---:|"]
     for r in results:
         std = "-" if r.std is None else f"{r.std:.2f} ({r.seeds} seeds)"
-        hyper = f"batch {r.batch_size}, lr {r.learning_rate:g}, dropout {r.dropout:g}, {r.epochs} epochs, step {r.best_step}"
+        hyper = (f"batch {r.batch_size}, lr {r.learning_rate:g}, dropout {r.dropout:g}, {r.epochs} epochs, "
+                 f"step {r.best_step}")
         majority = "-" if r.majority is None else f"{r.majority:.2f}"
         lines.append(f"| {r.task} | {r.metric} | {r.score:.2f} | {std} | {majority} | {hyper} | {r.grid_points} | "
                      f"{r.train_examples} / {r.dev_examples} | {_duration(r.seconds)} |")
