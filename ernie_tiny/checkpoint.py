@@ -111,6 +111,22 @@ def save_weights(model, directory: Path) -> None:
         save_file({k: v.numpy() for k, v in model.state_dict().items()}, str(Path(directory) / "model.safetensors"))
 
 
+def save_pretrained_dir(directory, model, tokenizer, config, config_name: str) -> Path:
+    """A stage's output model: ``save_pretrained`` (safetensors) + tokenizer + the resolved
+    config as ``config_name``, written under a temporary name and renamed when complete."""
+    from ernie_tiny.config import dump_config
+
+    directory = Path(directory)
+    tmp = directory.with_name(f".tmp_{directory.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    dump_config(config, tmp / config_name)
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return directory
+
+
 def load_model_weights(model, directory) -> None:
     """Load ``save_pretrained`` safetensors weights into an existing model, strictly."""
     weights = load_file(str(Path(directory) / "model.safetensors"))

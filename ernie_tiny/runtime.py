@@ -83,6 +83,26 @@ def init_runtime(device: str = "auto") -> Runtime:
     return Runtime(device=chosen, rank=dist.get_rank(), world_size=world)
 
 
+def start_stage(config):
+    """What every training stage does first: quiet PaddleNLP's per-file INFO lines (they drown
+    the progress bar), pick the device and join the process group, create the output directory
+    with the resolved config in it (main rank), and seed. Returns (runtime, output dir)."""
+    from pathlib import Path
+
+    from paddlenlp.utils.log import logger as paddlenlp_logger
+
+    from ernie_tiny.config import dump_config
+
+    paddlenlp_logger.set_level("WARNING")
+    rt = init_runtime(config.Global.device)
+    output_dir = Path(config.Global.output_dir)
+    if rt.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(config, output_dir / "config.yaml")
+    seed_everything(config.Global.seed)
+    return rt, output_dir
+
+
 def seed_everything(seed: int) -> None:
     import numpy as np
     import paddle

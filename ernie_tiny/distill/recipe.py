@@ -7,14 +7,14 @@ projections; the student runs only up to its distilled layer's projections too.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import paddle
 
 from ernie_tiny import runtime
-from ernie_tiny.config import ConfigError, dump_config
+from ernie_tiny.checkpoint import save_pretrained_dir
+from ernie_tiny.config import ConfigError
 from ernie_tiny.data.prepare import prepare_corpus, prepare_tokenizer
 from ernie_tiny.data.sampler import ResumableBatchSampler
 from ernie_tiny.distill.loss import relation_losses
@@ -45,27 +45,11 @@ def build_models(config: DistillConfig, tokenizer):
 
 def save_student(output_dir: Path, student, tokenizer, config: DistillConfig) -> Path:
     """The final student in PaddleNLP format (safetensors), written atomically."""
-    final = output_dir / "student"
-    tmp = output_dir / ".tmp_student"
-    shutil.rmtree(tmp, ignore_errors=True)
-    student.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    dump_config(config, tmp / "distill_config.yaml")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final
+    return save_pretrained_dir(output_dir / "student", student, tokenizer, config, "distill_config.yaml")
 
 
 def run(config: DistillConfig) -> Path:
-    from paddlenlp.utils.log import logger as paddlenlp_logger
-
-    paddlenlp_logger.set_level("WARNING")  # its per-file "saved in ..." lines drown the progress
-    rt = runtime.init_runtime(config.Global.device)
-    output_dir = Path(config.Global.output_dir)
-    if rt.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(config, output_dir / "config.yaml")
-    runtime.seed_everything(config.Global.seed)
+    rt, output_dir = runtime.start_stage(config)
 
     tokenizer = prepare_tokenizer(config, rt)
     corpus = prepare_corpus(config, rt, tokenizer, workers=2 if rt.world_size == 1 else 1)

@@ -100,15 +100,7 @@ def save_best(output_dir: Path, model: MultiTaskModel, tokenizer, config: Teache
 
 def run(config: TeacherMTLConfig) -> Path:
     from paddlenlp.transformers import ErnieModel
-    from paddlenlp.utils.log import logger as paddlenlp_logger
-
-    paddlenlp_logger.set_level("WARNING")
-    rt = runtime.init_runtime(config.Global.device)
-    output_dir = Path(config.Global.output_dir)
-    if rt.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(config, output_dir / "config.yaml")
-    runtime.seed_everything(config.Global.seed)
+    rt, output_dir = runtime.start_stage(config)
 
     tokenizer = load_tokenizer(config.Model.name_or_path)
     pad = tokenizer.pad_token_id

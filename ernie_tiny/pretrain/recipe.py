@@ -14,7 +14,6 @@ Outputs under ``Global.output_dir``:
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,8 @@ import paddle.nn.functional as F
 from paddlenlp.transformers import ErnieForMaskedLM
 
 from ernie_tiny import runtime
-from ernie_tiny.config import ConfigError, dump_config
+from ernie_tiny.checkpoint import save_pretrained_dir
+from ernie_tiny.config import ConfigError
 from ernie_tiny.data.prepare import prepare_corpus, prepare_tokenizer
 from ernie_tiny.data.sampler import ResumableBatchSampler
 from ernie_tiny.modeling import additive_attention_mask, encoder_config
@@ -74,28 +74,8 @@ def build_model(config: PretrainConfig, tokenizer) -> ErnieForMaskedLM:
     return model
 
 
-def save_pretrained_dir(directory: Path, model, tokenizer, config: PretrainConfig) -> Path:
-    """``save_pretrained`` (safetensors) + tokenizer + resolved config, written atomically."""
-    tmp = directory.with_name(f".tmp_{directory.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    dump_config(config, tmp / "pretrain_config.yaml")
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
-    return directory
-
-
 def run(config: PretrainConfig) -> Path:
-    from paddlenlp.utils.log import logger as paddlenlp_logger
-
-    paddlenlp_logger.set_level("WARNING")  # its per-file "saved in ..." lines drown the progress
-    rt = runtime.init_runtime(config.Global.device)
-    output_dir = Path(config.Global.output_dir)
-    if rt.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(config, output_dir / "config.yaml")
-    runtime.seed_everything(config.Global.seed)
+    rt, output_dir = runtime.start_stage(config)
 
     tokenizer = prepare_tokenizer(config, rt)
     corpus = prepare_corpus(config, rt, tokenizer, workers=2 if rt.world_size == 1 else 1)
@@ -140,8 +120,8 @@ def run(config: PretrainConfig) -> Path:
     trainer.check_ranks_in_sync(seen[0] if seen else 0.0)
     teacher = output_dir / "teacher"
     if rt.is_main:
-        save_pretrained_dir(output_dir / "mlm", model, tokenizer, config)
-        save_pretrained_dir(teacher, model.ernie, tokenizer, config)
+        save_pretrained_dir(output_dir / "mlm", model, tokenizer, config, "pretrain_config.yaml")
+        save_pretrained_dir(teacher, model.ernie, tokenizer, config, "pretrain_config.yaml")
         print(f"encoder (the teacher) written to {teacher}; encoder + MLM head to {output_dir / 'mlm'}")
     rt.barrier()
     return teacher
