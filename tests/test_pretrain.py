@@ -290,3 +290,22 @@ def test_two_process_data_parallel_keeps_ranks_identical(tmp_path, cache):
     assert report["data"][0] != report["data"][1]
     assert [row["step"] for row in read_log(tmp_path / "out")] == [1, 2, 3]
     assert (tmp_path / "out" / "teacher" / "model.safetensors").is_file()
+
+
+def test_hidden_state_spread_tells_a_collapsed_encoder_from_a_working_one():
+    from paddlenlp.transformers import ErnieConfig, ErnieModel
+
+    from ernie_tiny.pretrain.recipe import COLLAPSE_SPREAD, hidden_state_spread
+
+    paddle.seed(0)
+    encoder = ErnieModel(ErnieConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=64))
+    ids = np.random.default_rng(0).integers(5, 50, size=(4, 16))
+    assert hidden_state_spread(encoder, ids) > 100 * COLLAPSE_SPREAD
+    # what a collapsed masked-LM run looks like: the last LayerNorm's scale ~0, so every token's
+    # hidden state is its bias whatever the text
+    norm = encoder.encoder.layers[-1].norm2
+    norm.weight.set_value(paddle.full_like(norm.weight, 1e-6))
+    norm.bias.set_value(paddle.to_tensor(np.random.default_rng(1).normal(size=32).astype("float32")))
+    assert hidden_state_spread(encoder, ids) < COLLAPSE_SPREAD
+    assert encoder.training  # the check leaves the model as it found it

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 from pydantic import Field
 
-from ernie_tiny.config import ConfigError, Section
+from ernie_tiny.config import ConfigError, Section, is_planned
 from ernie_tiny.schema import GlobalSection
 
 
@@ -32,7 +32,7 @@ class EvalModelSection(Section):
 
     def check(self):
         looks_local = os.sep in self.path or self.path.startswith(".") or os.path.exists(self.path)
-        if looks_local and not os.path.isfile(os.path.join(self.path, "config.json")):
+        if looks_local and not is_planned(self.path) and not os.path.isfile(os.path.join(self.path, "config.json")):
             yield "path", (f"{self.path!r} is not a model directory (no config.json); make one with "
                            f"tools/distill.py, or give a PaddleNLP model name")
 

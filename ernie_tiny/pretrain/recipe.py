@@ -74,6 +74,20 @@ def build_model(config: PretrainConfig, tokenizer) -> ErnieForMaskedLM:
     return model
 
 
+COLLAPSE_SPREAD = 1e-3  # below this, the encoder's hidden states hardly depend on the input
+
+
+def hidden_state_spread(encoder, ids: np.ndarray) -> float:
+    """How much the last hidden states vary over the tokens of ``ids`` (std over tokens, relative
+    to their mean magnitude). A healthy encoder gives ~0.1-1; a collapsed one, where masked-LM
+    training settled on predicting character frequencies whatever the text, gives ~1e-5."""
+    encoder.eval()
+    with paddle.no_grad():
+        hidden = encoder(paddle.to_tensor(ids))[0].numpy().reshape(-1, encoder.config.hidden_size)
+    encoder.train()
+    return float(hidden.std(axis=0).mean() / (np.abs(hidden).mean() + 1e-12))
+
+
 def run(config: PretrainConfig) -> Path:
     rt, output_dir = runtime.start_stage(config)
 
@@ -120,6 +134,12 @@ def run(config: PretrainConfig) -> Path:
     trainer.check_ranks_in_sync(seen[0] if seen else 0.0)
     teacher = output_dir / "teacher"
     if rt.is_main:
+        spread = hidden_state_spread(model.ernie, corpus.batch(np.arange(min(8, len(corpus)))))
+        print(f"hidden-state spread over tokens: {spread:.3g} (collapsed below {COLLAPSE_SPREAD:g})")
+        if spread < COLLAPSE_SPREAD:
+            print(f"WARNING: the encoder collapsed: its hidden states barely depend on the input (spread "
+                  f"{spread:.2g}), so finetuning it will stay at the majority class. Lower Optimizer.lr or raise "
+                  f"Optimizer.warmup_ratio, and pretrain again.", flush=True)
         save_pretrained_dir(output_dir / "mlm", model, tokenizer, config, "pretrain_config.yaml")
         save_pretrained_dir(teacher, model.ernie, tokenizer, config, "pretrain_config.yaml")
         print(f"encoder (the teacher) written to {teacher}; encoder + MLM head to {output_dir / 'mlm'}")

@@ -1,0 +1,1 @@
+"""The MITKD claim experiment: vanilla vs multi-task-teacher distillation, same everything else."""

@@ -1,0 +1,201 @@
+"""A step is one run of a stage tool (pretrain, teacher_mtl, distill, evaluate, finetune, export)
+on one stage config plus overrides. The pipeline and the claim experiment are both lists of steps
+whose outputs feed later steps; this module runs such a list:
+
+* every step's config is validated before the first step starts (the directories earlier steps
+  will write count as present), so a typo in the last stage costs seconds, not the whole run;
+* a step whose resolved config matches a finished run recorded in ``steps_state.json``, made
+  from the same runs of the steps it reads, is skipped; an interrupted step is run again and
+  resumes from its own checkpoints (and what reads it runs again); a step whose config (or an
+  earlier step's config) changed since its output was made gets a fresh directory (the old one
+  is kept, renamed);
+* each step's wall time and headline result are collected for the summary.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from ernie_tiny.config import ConfigError, dump_config, load_config, plan_model_sizes, planned_outputs
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """One stage tool: its config schema, its entry point, and the sub-directory of its output
+    that the next stage reads ('' = nothing is read from it)."""
+
+    schema: str
+    run: str
+    product: str
+
+
+STAGES: Dict[str, StageKind] = {
+    "pretrain": StageKind("ernie_tiny.pretrain.schema:PretrainConfig", "ernie_tiny.pretrain.recipe:run", "teacher"),
+    "teacher_mtl": StageKind("ernie_tiny.mtl.schema:TeacherMTLConfig", "ernie_tiny.mtl.recipe:run", "teacher"),
+    "distill": StageKind("ernie_tiny.distill.schema:DistillConfig", "ernie_tiny.distill.recipe:run", "student"),
+    "evaluate": StageKind("ernie_tiny.evaluation.schema:EvaluateConfig", "ernie_tiny.evaluation.runner:run", ""),
+    "finetune": StageKind("ernie_tiny.deploy.schema:FinetuneConfig", "ernie_tiny.deploy.finetune:run", "model"),
+    "export": StageKind("ernie_tiny.deploy.schema:ExportConfig", "ernie_tiny.deploy.export:run", ""),
+}
+
+STATE_FILE = "steps_state.json"
+
+
+def _load(path: str):
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def flatten(mapping: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """{'Train': {'max_steps': 5}} -> {'Train.max_steps': 5}; lists and scalars are leaves."""
+    flat: Dict[str, Any] = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def override_text(key: str, value: Any) -> str:
+    """A ``-o`` string; JSON is valid YAML flow syntax, so the value reads back unchanged."""
+    return f"{key}={json.dumps(value, ensure_ascii=False)}"
+
+
+@dataclass
+class Step:
+    name: str                      # unique in its list: 'distill', 'evaluate/mitkd/held_out'
+    stage: str                     # a key of STAGES
+    config: str                    # the stage's YAML config
+    output_dir: Path
+    overrides: Dict[str, Any] = field(default_factory=dict)  # dotted key -> value, from the user's config
+    wired: Dict[str, Any] = field(default_factory=dict)      # dotted key -> value the plan sets (inputs, output dir)
+    origin: str = ""               # where `overrides` were written, for error messages
+    after: Sequence[str] = ()      # steps whose outputs this one reads
+    resolved: Any = None           # the validated stage config
+    fingerprint: str = ""
+
+    @property
+    def product(self) -> Path:
+        sub = STAGES[self.stage].product
+        return self.output_dir / sub if sub else self.output_dir
+
+    def override_list(self) -> List[str]:
+        return [override_text(k, v) for k, v in {**self.overrides, **self.wired, "Global.output_dir": str(self.output_dir)}.items()]
+
+    def load(self):
+        """Validate this step's config (ConfigError names the step, the file and the key)."""
+        clash = sorted(set(self.overrides) & (set(self.wired) | {"Global.output_dir"}))
+        if clash:
+            raise ConfigError(f"{self.origin or self.config}: step {self.name}: {', '.join(clash)} is set by the "
+                              f"plan (an earlier step's output, or this step's directory); remove the override")
+        try:
+            return load_config(_load(STAGES[self.stage].schema), self.config, self.override_list())
+        except ConfigError as err:
+            where = f" (overrides from {self.origin})" if self.origin and self.overrides else ""
+            raise ConfigError(f"step {self.name}: {self.config}{where}:\n{err}") from None
+
+
+@dataclass
+class StepResult:
+    step: Step
+    status: str                    # 'ran' or 'skipped (done before)'
+    seconds: float                 # of this run; for a skipped step, of the run that made it
+
+
+def validate(steps: Sequence[Step]) -> None:
+    """Load every step's config now. Directories earlier steps will write count as present."""
+    names = [s.name for s in steps]
+    if len(set(names)) != len(names):
+        raise ValueError(f"step names repeat: {names}")
+    fingerprints: Dict[str, str] = {}
+    problems = []
+    with planned_outputs([s.output_dir for s in steps]):
+        for step in steps:
+            try:
+                step.resolved = step.load()
+            except ConfigError as err:
+                problems.append(str(err))
+                continue
+            text = json.dumps(step.resolved.model_dump(mode="json"), sort_keys=True)
+            upstream = "".join(fingerprints.get(name, "") for name in step.after)
+            step.fingerprint = hashlib.sha256((step.stage + text + upstream).encode()).hexdigest()[:16]
+            fingerprints[step.name] = step.fingerprint
+            model = getattr(step.resolved, "Model", None)
+            if step.stage in ("pretrain", "teacher_mtl") and model is not None:
+                plan_model_sizes(str(step.product), model.sizes())  # later steps check layers and heads now
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+class StepState:
+    """``steps_state.json`` in the run's root: per step, the fingerprint of the config it ran with,
+    whether it finished, and its wall time. Rewritten whole (atomically) after every change."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / STATE_FILE
+        self.steps: Dict[str, dict] = {}
+        if self.path.is_file():
+            try:
+                self.steps = json.loads(self.path.read_text(encoding="utf-8"))["steps"]
+            except (ValueError, KeyError) as err:
+                raise ConfigError(f"{self.path}: damaged ({err}); delete it to run every step again") from None
+
+    def get(self, name: str) -> Optional[dict]:
+        return self.steps.get(name)
+
+    def set(self, name: str, **record) -> None:
+        self.steps[name] = record
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps({"steps": self.steps}, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(self.path)
+
+
+def _set_aside(directory: Path) -> Optional[Path]:
+    if not directory.exists():
+        return None
+    target = directory.with_name(f"{directory.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.move(str(directory), str(target))
+    return target
+
+
+def run_steps(steps: Sequence[Step], root: Path, title: str = "pipeline") -> List[StepResult]:
+    """Run (or skip) each step in order; see the module docstring. Configs must be validated."""
+    state = StepState(root)
+    results = []
+    for number, step in enumerate(steps, 1):
+        record = state.get(step.name)
+        head = f"[{title} {number}/{len(steps)}] {step.name}"
+        inputs = {name: (state.get(name) or {}).get("finished_at") for name in step.after}
+        if (record and record["fingerprint"] == step.fingerprint and record["complete"] and step.product.exists()
+                and record.get("inputs") == inputs):
+            print(f"{head}: done before, skipped ({step.product})", flush=True)
+            results.append(StepResult(step, "skipped (done before)", record.get("seconds", 0.0)))
+            continue
+        same = bool(record) and record["fingerprint"] == step.fingerprint and record.get("inputs") == inputs
+        if record and not same:
+            moved = _set_aside(step.output_dir)
+            if moved:
+                print(f"{head}: its config or inputs changed since {step.output_dir} was made; "
+                      f"the old output is kept as {moved}", flush=True)
+        print(f"{head}: {'resuming' if same else 'running'} {step.stage} -> {step.output_dir}", flush=True)
+        config = step.load()  # again, now that the earlier steps' outputs exist: full checks
+        step.output_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(config, step.output_dir / "step_config.yaml")
+        state.set(step.name, fingerprint=step.fingerprint, complete=False, stage=step.stage, inputs=inputs)
+        started = time.time()
+        _load(STAGES[step.stage].run)(config)
+        seconds = time.time() - started
+        state.set(step.name, fingerprint=step.fingerprint, complete=True, stage=step.stage, seconds=round(seconds, 1),
+                  finished_at=time.time(), inputs=inputs)
+        print(f"{head}: finished in {seconds / 60:.1f} min", flush=True)
+        results.append(StepResult(step, "ran", seconds))
+    return results
