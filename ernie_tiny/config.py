@@ -212,6 +212,10 @@ def _collect_problems(config: pydantic.BaseModel, prefix: str = ""):
         value = getattr(config, name)
         if isinstance(value, pydantic.BaseModel):
             yield from _collect_problems(value, f"{prefix}{name}.")
+        elif isinstance(value, list):  # e.g. Tasks: a list of entries, each with its own check()
+            for i, item in enumerate(value):
+                if isinstance(item, pydantic.BaseModel):
+                    yield from _collect_problems(item, f"{prefix}{name}.{i}.")
     check = getattr(config, "check", None)
     if callable(check):
         for key, message in check():

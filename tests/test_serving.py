@@ -120,3 +120,17 @@ def test_the_server_still_serves_after_bad_requests(served):
     assert httpx.get(f"{url}/predict").status_code == 405
     reply = httpx.post(f"{url}/predict", json={"texts": ["好"]})
     assert reply.status_code == 200 and reply.json()["results"] == predictor.predict(["好"])
+
+
+def test_server_and_infer_refuse_gpu_flags_for_onnx_before_loading_anything(capsys):
+    import argparse
+
+    from ernie_tiny.deploy.predictor import add_backend_arguments, backend_options
+
+    parser = argparse.ArgumentParser()
+    add_backend_arguments(parser)
+    assert backend_options(parser.parse_args(["--backend", "paddle", "--gpu_id", "3"]))["gpu_id"] == 3
+    assert "tensorrt" not in backend_options(parser.parse_args(["--backend", "onnx"]))
+    server = load_server_module()
+    assert server.main(["--model_dir", "no/such/dir", "--backend", "onnx", "--device", "gpu"]) == 2
+    assert "--backend onnx runs on CPU in fp32" in capsys.readouterr().err

@@ -19,9 +19,8 @@ from itertools import islice
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from ernie_tiny.deploy.predictor import add_backend_arguments, backend_options  # noqa: E402 (no Paddle import)
 from ernie_tiny.runtime import configure_threads  # noqa: E402
-
-BACKENDS = ("auto", "paddle", "onnx", "onnx-int8")
 
 
 def parse_args(argv=None):
@@ -30,14 +29,7 @@ def parse_args(argv=None):
     parser.add_argument("--model_dir", required=True, help="inference directory written by tools/export.py")
     parser.add_argument("--input", default="-", help="text file, one text per line ('-' = stdin, the default)")
     parser.add_argument("--output", help="write JSON lines here instead of printing")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto (default): onnx on CPU when exported, else paddle")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: paddle backend only")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all available cores)")
-    parser.add_argument("--no_mkldnn", action="store_true", help="paddle on CPU: turn oneDNN off (slower)")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="paddle on GPU: fp16")
-    parser.add_argument("--trt", action="store_true", help="paddle on GPU: TensorRT (dynamic shapes)")
-    parser.add_argument("--gpu_id", type=int, default=0)
+    add_backend_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_length", type=int, default=0, help="tokens per text (0 = the exported max length)")
     return parser.parse_args(argv)
@@ -68,12 +60,10 @@ def main(argv=None) -> int:
     from ernie_tiny.deploy.predictor import Predictor
 
     paddlenlp_logger.set_level("WARNING")
-    options = {"threads": args.threads, "device": args.device}
-    if args.backend in ("auto", "paddle"):
-        options.update(mkldnn=not args.no_mkldnn, precision=args.precision, tensorrt=args.trt, gpu_id=args.gpu_id)
-    elif args.device != "cpu" or args.trt or args.precision != "fp32":
-        print(f"--backend {args.backend} runs on CPU in fp32; --device gpu, --precision and --trt are for "
-              f"--backend paddle", file=sys.stderr)
+    try:
+        options = backend_options(args)
+    except ValueError as err:
+        print(err, file=sys.stderr)
         return 2
     predictor = Predictor(args.model_dir, backend=args.backend, batch_size=args.batch_size,
                           max_length=args.max_length, **options)

@@ -41,9 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import pydantic  # noqa: E402
 from fastapi import FastAPI, HTTPException, Request  # noqa: E402
 
+from ernie_tiny.deploy.predictor import add_backend_arguments, backend_options  # noqa: E402 (no Paddle import)
 from ernie_tiny.runtime import configure_threads  # noqa: E402
-
-BACKENDS = ("auto", "paddle", "onnx", "onnx-int8")
 
 
 class PredictRequest(pydantic.BaseModel):
@@ -217,13 +216,7 @@ def parse_args(argv=None):
     parser.add_argument("--model_dir", required=True, help="inference directory written by tools/export.py")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto (default): onnx on CPU when exported, else paddle")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: paddle backend only")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all available cores)")
-    parser.add_argument("--no_mkldnn", action="store_true", help="paddle on CPU: turn oneDNN off (slower)")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="paddle on GPU")
-    parser.add_argument("--trt", action="store_true", help="paddle on GPU: TensorRT")
+    add_backend_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=32, help="texts per predictor call")
     parser.add_argument("--max_wait_ms", type=float, default=5.0, help="how long a batch waits for more requests")
     parser.add_argument("--max_texts", type=int, default=64, help="texts per request")
@@ -241,9 +234,11 @@ def main(argv=None) -> int:
     from ernie_tiny.deploy.predictor import Predictor
 
     paddlenlp_logger.set_level("WARNING")
-    options = {"threads": args.threads, "device": args.device}
-    if args.backend in ("auto", "paddle"):
-        options.update(mkldnn=not args.no_mkldnn, precision=args.precision, tensorrt=args.trt)
+    try:
+        options = backend_options(args)
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
     predictor = Predictor(args.model_dir, backend=args.backend, batch_size=args.batch_size, **options)
     app = create_app(predictor, Limits(args.max_texts, args.max_chars, args.max_body_bytes), args.batch_size,
                      args.max_wait_ms)

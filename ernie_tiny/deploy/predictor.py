@@ -144,6 +144,30 @@ class OnnxBackend:
         return self.session.run(None, feed)[0]
 
 
+def add_backend_arguments(parser) -> None:
+    """The command-line flags that choose and tune a backend (deploy/python/infer.py, deploy/serving/server.py)."""
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto (default): onnx on CPU when exported, else paddle")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: paddle backend only")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all available cores)")
+    parser.add_argument("--no_mkldnn", action="store_true", help="paddle on CPU: turn oneDNN off (slower)")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="paddle on GPU: fp16")
+    parser.add_argument("--trt", action="store_true", help="paddle on GPU: TensorRT (dynamic shapes)")
+    parser.add_argument("--gpu_id", type=int, default=0)
+
+
+def backend_options(args) -> dict:
+    """``make_backend`` options from ``add_backend_arguments``' flags; ValueError for flags the chosen
+    backend cannot honour (onnxruntime runs on CPU in fp32 here)."""
+    options = {"threads": args.threads, "device": args.device}
+    if args.backend in ("auto", "paddle"):
+        options.update(mkldnn=not args.no_mkldnn, precision=args.precision, tensorrt=args.trt, gpu_id=args.gpu_id)
+    elif args.device != "cpu" or args.trt or args.precision != "fp32":
+        raise ValueError(f"--backend {args.backend} runs on CPU in fp32; --device gpu, --precision and --trt are "
+                         f"for --backend paddle")
+    return options
+
+
 def resolve_backend(backend: str, info: dict, device: str = "cpu") -> str:
     """``auto``: onnxruntime fp32 on CPU when the export has it (the fastest fp32 runtime
     measured here at small batches, README "Latency"), Paddle Inference otherwise (GPU)."""

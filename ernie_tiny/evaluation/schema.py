@@ -15,8 +15,8 @@ from typing import Dict, List, Optional
 
 from pydantic import Field
 
-from ernie_tiny.config import ConfigError, Section, is_planned
-from ernie_tiny.schema import GlobalSection
+from ernie_tiny.config import Section, is_planned
+from ernie_tiny.schema import GlobalSection, TaskSampleEntry, load_task_cards
 
 
 class EvalGlobalSection(GlobalSection):
@@ -46,16 +46,8 @@ class EvalDataSection(Section):
             yield "dir", f"{self.dir!r}: no such directory"
 
 
-class TaskEntry(Section):
-    card: str = Field(description="a task card: its name under tasks/ (afqmc, clue/afqmc) or a YAML path")
-    max_train_examples: int = Field(0, ge=0, description="0 = all; else a fixed-seed sample")
-    max_dev_examples: int = Field(0, ge=0, description="0 = all; else a fixed-seed sample")
+class TaskEntry(TaskSampleEntry):
     epochs: Optional[int] = Field(None, ge=1, description="None = Grid.epochs, else the card's")
-    max_length: int = Field(0, ge=0, description="tokens per example; 0 = the card's")
-
-    def check(self):
-        if self.max_length and self.max_length < 8:
-            yield "max_length", f"{self.max_length} is too short for [CLS] text [SEP] (8 or more, or 0 = the card's)"
 
 
 class GridSection(Section):
@@ -113,23 +105,10 @@ class EvaluateConfig(Section):
     Report: ReportSection = Field(default_factory=ReportSection)
 
     def check(self):
-        from ernie_tiny.tasks.card import load_card
-
         positions = _max_positions(self.Model.path)
-        seen: Dict[str, int] = {}
-        for i, task in enumerate(self.Tasks):
-            try:
-                card = load_card(task.card)
-            except FileNotFoundError as err:
-                yield f"Tasks.{i}.card", str(err)
-                continue
-            except ConfigError as err:
-                yield f"Tasks.{i}.card", f"the card does not validate:\n{err}"
-                continue
-            if card.name in seen:
-                yield f"Tasks.{i}.card", f"{card.name!r} is listed twice (Tasks.{seen[card.name]})"
-                continue
-            seen[card.name] = i
+        problems, loaded = load_task_cards(self.Tasks)
+        yield from problems
+        for i, task, card in loaded:
             yield from _check_local_files(card, self.Data.dir, f"Tasks.{i}.card")
             length = task.max_length or card.max_length
             if positions and length > positions:

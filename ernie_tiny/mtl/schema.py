@@ -13,17 +13,14 @@ from typing import List, Literal
 
 from pydantic import Field
 
-from ernie_tiny.config import ConfigError, Section
-from ernie_tiny.schema import GlobalSection, ModelSection, OptimizerSection, TrainSection
+from ernie_tiny.config import Section
+from ernie_tiny.schema import (GlobalSection, ModelSection, OptimizerSection, TaskSampleEntry, TrainSection,
+                               load_task_cards)
 from ernie_tiny.tasks.card import TaskCard, load_card
 
 
-class TaskEntry(Section):
-    card: str = Field(description="a card name under tasks/ (pd_ner, mtl/xnli) or a card file")
+class TaskEntry(TaskSampleEntry):
     weight: float = Field(1.0, gt=0, description="multiplies the task's loss")
-    max_train_examples: int = Field(0, ge=0, description="0 = all; else a fixed-seed sample")
-    max_dev_examples: int = Field(0, ge=0, description="0 = all; else a fixed-seed sample")
-    max_length: int = Field(0, ge=0, description="tokens per example, [CLS] and [SEP] included; 0 = the card's")
 
     def length(self, card: TaskCard) -> int:
         return self.max_length or card.max_length
@@ -66,21 +63,8 @@ class TeacherMTLConfig(Section):
         if not self.Model.name_or_path:
             yield "Model.name_or_path", ("required: the encoder to finetune, a PaddleNLP name "
                                          "(ernie-3.0-xbase-zh) or a save_pretrained directory with its tokenizer")
-        first_of = {}
-        for i, entry in enumerate(self.Tasks):
-            if 0 < entry.max_length < 8:
-                yield f"Tasks.{i}.max_length", f"{entry.max_length} leaves no room for text (0 = the card's; else >= 8)"
-            try:
-                card = load_card(entry.card)
-            except FileNotFoundError as err:
-                yield f"Tasks.{i}.card", str(err)
-                continue
-            except ConfigError as err:
-                yield f"Tasks.{i}.card", f"{entry.card!r} is not a valid task card:\n{err}"
-                continue
-            if card.name in first_of:
-                yield f"Tasks.{i}.card", f"task {card.name!r} is already Tasks.{first_of[card.name]}"
-            first_of.setdefault(card.name, i)
+        problems, _ = load_task_cards(self.Tasks)
+        yield from problems
 
     def cards(self) -> List[TaskCard]:
         return [load_card(entry.card) for entry in self.Tasks]
