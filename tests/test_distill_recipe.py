@@ -1,14 +1,13 @@
 """End to end: short distillation runs on the offline corpus with tiny models."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+
+from launch import run_two_ranks
 
 from ernie_tiny.config import ConfigError, load_config
 from ernie_tiny.distill.schema import DistillConfig
@@ -127,18 +126,6 @@ def test_sizes_that_only_a_loaded_model_reveals_fail_naming_the_key(tmp_path, ca
 
 def test_two_process_data_parallel_keeps_ranks_identical(tmp_path, cache):
     cfg = write_config(tmp_path, cache, Train={"max_steps": 3, "save_every": 3})
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("OMP_NUM_THREADS", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-         "--log_dir", str(tmp_path / "launch_logs"), str(ROOT / "tools" / "distill.py"), "-c", str(cfg)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    logs = "\n".join(p.read_text(errors="replace") for p in sorted((tmp_path / "launch_logs").glob("*")))
-    report_file = tmp_path / "out" / "data_parallel_check.json"
-    assert report_file.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:] + logs[-5000:]
-    report = json.loads(report_file.read_text())
-    assert len(report["weights"]) == 2
-    assert report["weights"][0] == pytest.approx(report["weights"][1], rel=1e-9)
-    assert report["data"][0] != report["data"][1]  # the ranks read different data
+    run_two_ranks("distill.py", cfg, tmp_path, tmp_path / "out")
     assert (tmp_path / "out" / "student" / "model.safetensors").is_file()
     assert [row["step"] for row in read_log(tmp_path / "out")] == [1, 2, 3]

@@ -2,7 +2,6 @@
 encoders (offline People's Daily tasks and toy local tasks), resume, data parallelism, and
 the saved teacher feeding the distillation."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
+from launch import run_two_ranks
 
 from ernie_tiny.config import ConfigError, load_config
 from ernie_tiny.mtl.sampling import MultiTaskBatches, TaskSchedule, task_probabilities
@@ -353,18 +354,7 @@ def test_two_process_data_parallel_keeps_ranks_identical(tiny_encoder, toy_tasks
     root, tasks = toy_tasks
     cfg = write_config(tmp_path, tiny_encoder, tasks, Data={"dir": str(root / "data")},
                        Train={"batch_size": 8, "max_steps": 3, "save_every": 3, "eval_every": 3})
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("OMP_NUM_THREADS", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-         "--log_dir", str(tmp_path / "launch_logs"), str(ROOT / "tools" / "train_teacher.py"), "-c", str(cfg)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    logs = "\n".join(p.read_text(errors="replace") for p in sorted((tmp_path / "launch_logs").glob("*")))
-    report_file = tmp_path / "out" / "data_parallel_check.json"
-    assert report_file.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:] + logs[-5000:]
-    report = json.loads(report_file.read_text())
-    assert report["weights"][0] == pytest.approx(report["weights"][1], rel=1e-9)
-    assert report["data"][0] != report["data"][1]  # the ranks read different examples
+    run_two_ranks("train_teacher.py", cfg, tmp_path, tmp_path / "out")
     log = read_log(tmp_path / "out")
     assert [row["step"] for row in log] == [1, 2, 3]
     assert len({k for row in log for k in row if k.startswith("loss_")}) == 2  # both tasks were drawn

@@ -1,16 +1,14 @@
 """Masked-LM pretraining: the masking rule, the config, the model body, and short runs on the
 offline corpus with tiny models (loss goes down, exact resume, the teacher feeds distillation)."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import paddle
 import pytest
 import yaml
+from launch import run_two_ranks
 from test_distill_recipe import read_log, run_distill, student_weights
 from test_distill_recipe import write_config as write_distill_config
 
@@ -276,18 +274,7 @@ def test_distillation_takes_the_teacher_and_its_tokenizer(tmp_path, cache):
 def test_two_process_data_parallel_keeps_ranks_identical(tmp_path, cache):
     """Two ranks read (and mask) different data, and end with the same weights."""
     cfg = write_config(tmp_path, cache, Train={"max_steps": 3, "save_every": 3})
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("OMP_NUM_THREADS", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-         "--log_dir", str(tmp_path / "launch_logs"), str(ROOT / "tools" / "pretrain.py"), "-c", str(cfg)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    logs = "\n".join(p.read_text(errors="replace") for p in sorted((tmp_path / "launch_logs").glob("*")))
-    report_file = tmp_path / "out" / "data_parallel_check.json"
-    assert report_file.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:] + logs[-5000:]
-    report = json.loads(report_file.read_text())
-    assert report["weights"][0] == pytest.approx(report["weights"][1], rel=1e-9)
-    assert report["data"][0] != report["data"][1]
+    run_two_ranks("pretrain.py", cfg, tmp_path, tmp_path / "out")
     assert [row["step"] for row in read_log(tmp_path / "out")] == [1, 2, 3]
     assert (tmp_path / "out" / "teacher" / "model.safetensors").is_file()
 
