@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -169,6 +170,9 @@ def _set_aside(directory: Path) -> Optional[Path]:
 
 def run_steps(steps: Sequence[Step], root: Path, title: str = "pipeline") -> List[StepResult]:
     """Run (or skip) each step in order; see the module docstring. Configs must be validated."""
+    if int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1:
+        raise SystemExit(f"the {title} runs its stages in one process; under paddle.distributed.launch, launch "
+                         f"each stage's tool (tools/distill.py, ...) on its own with the configs the {title} uses")
     state = StepState(root)
     results = []
     for number, step in enumerate(steps, 1):
