@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from ernie_tiny.pipeline.schema import PipelineConfig
 from ernie_tiny.pipeline.steps import STAGES, Step, flatten, run_steps, validate
@@ -18,9 +18,9 @@ def plan(config: PipelineConfig, origin: str = "") -> List[Step]:
     wired: Dict[str, Dict] = {name: {} for name in present}
     after: Dict[str, List[str]] = {name: [] for name in present}
 
-    def feed(source: str, target: str, **keys) -> None:
-        product = root / source / STAGES[source].product
-        wired[target].update({k.replace("__", "."): (str(product) if v is None else v) for k, v in keys.items()})
+    def feed(source: str, target: str, key: str, extra: Optional[Dict] = None) -> None:
+        """``target`` reads ``source``'s product through its config key ``key``."""
+        wired[target].update({key: str(root / source / STAGES[source].product), **(extra or {})})
         after[target].append(source)
 
     teacher = None
@@ -28,16 +28,16 @@ def plan(config: PipelineConfig, origin: str = "") -> List[Step]:
         teacher = "pretrain"
     if "teacher_mtl" in present:
         if teacher:
-            feed(teacher, "teacher_mtl", Model__name_or_path=None)
+            feed(teacher, "teacher_mtl", "Model.name_or_path")
         teacher = "teacher_mtl"
     if "distill" in present:
         if teacher:
-            feed(teacher, "distill", Teacher__name_or_path=None, Tokenizer__source="teacher")
+            feed(teacher, "distill", "Teacher.name_or_path", {"Tokenizer.source": "teacher"})
         for target in ("evaluate", "finetune"):
             if target in present:
-                feed("distill", target, Model__path=None)
+                feed("distill", target, "Model.path")
     if "export" in present:
-        feed("finetune", "export", Model__path=None)
+        feed("finetune", "export", "Model.path")
 
     steps = []
     for name in present:
