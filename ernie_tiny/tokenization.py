@@ -9,6 +9,8 @@ from typing import Iterable
 from paddlenlp.transformers import AutoTokenizer, ErnieTokenizer
 from paddlenlp.transformers.bert.tokenizer import BasicTokenizer
 
+from ernie_tiny.files import write_text_atomically
+
 SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]"]
 
 
@@ -28,9 +30,7 @@ def build_vocab(documents: Iterable[str], path: Path, max_size: int, min_freq: i
             break
         vocab.append(token)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomically(path, "\n".join(vocab) + "\n")
     return path
 
 

@@ -17,11 +17,11 @@ Output (``Global.output_dir``)::
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ernie_tiny.config import dump_config
 from ernie_tiny.deploy.schema import TASK_FILE, FinetuneConfig
+from ernie_tiny.files import write_text_atomically
 
 
 def task_info(card, labels, card_file: str, max_length: int = 0) -> dict:
@@ -31,9 +31,7 @@ def task_info(card, labels, card_file: str, max_length: int = 0) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
 
 
 def run(config: FinetuneConfig) -> Path:

@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ernie_tiny.files import write_atomically
+
 CSV_COLUMNS = ["model", "task", "metric", "score", "std", "seeds", "majority", "batch_size", "learning_rate",
                "dropout", "epochs", "best_step", "grid_points", "train_examples", "dev_examples", "skipped_rows",
                "seconds"]
@@ -166,11 +168,7 @@ def write_report(output_dir: Path, records: Sequence[dict], model: str,
     written = []
 
     def replace(name: str, write) -> None:
-        final = output_dir / name
-        tmp = output_dir / f".tmp_{name}"
-        write(tmp)
-        tmp.replace(final)
-        written.append(final)
+        written.append(write_atomically(output_dir / name, write))
 
     replace("results.csv", lambda p: write_csv(results, p))
     replace("results.md", lambda p: p.write_text(markdown(results, reference), encoding="utf-8"))

@@ -12,6 +12,8 @@ from typing import Dict, List, Optional, Sequence
 
 from ernie_tiny.experiment.recipe import ARM_NAMES, ARMS, share_label, task_sets
 from ernie_tiny.experiment.schema import ExperimentConfig
+from ernie_tiny.files import write_atomically, write_text_atomically
+from ernie_tiny.pipeline.summary import read_log_lines
 
 COLUMNS = ["set", "task", "arm", "score", "std", "seeds", "majority", "metric", "train_examples", "dev_examples"]
 SET_TITLES = {"in_domain": "In-domain (tasks the multi-task teacher was finetuned on)",
@@ -78,13 +80,11 @@ def _task_label(get: Dict, task: str) -> str:
 
 def _teacher_lines(root: Path) -> List[str]:
     lines = []
-    log = root / "pretrain" / "train_log.jsonl"
-    if log.is_file():
-        entries = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines() if x.strip()]
-        if entries:
-            lines.append(f"- Pretrained teacher (masked LM): loss {entries[0]['loss']:.2f} at step {entries[0]['step']} -> "
-                         f"{entries[-1]['loss']:.2f} at step {entries[-1]['step']}, masked-token accuracy "
-                         f"{100 * entries[-1].get('mlm_accuracy', 0):.1f}%.")
+    entries = read_log_lines(root / "pretrain" / "train_log.jsonl")
+    if entries:
+        lines.append(f"- Pretrained teacher (masked LM): loss {entries[0]['loss']:.2f} at step {entries[0]['step']} -> "
+                     f"{entries[-1]['loss']:.2f} at step {entries[-1]['step']}, masked-token accuracy "
+                     f"{100 * entries[-1].get('mlm_accuracy', 0):.1f}%.")
     heads = root / "teacher_mtl" / "heads" / "heads.json"
     if heads.is_file():
         info = json.loads(heads.read_text(encoding="utf-8"))
@@ -92,12 +92,10 @@ def _teacher_lines(root: Path) -> List[str]:
                      + ", ".join(f"{n} {t['dev_score']:.1f} ({t['majority_baseline']:.1f})"
                                  for n, t in info["tasks"].items()) + ".")
     for arm in ARMS:
-        log = root / "distill" / arm / "train_log.jsonl"
-        if log.is_file():
-            entries = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines() if x.strip()]
-            if entries:
-                lines.append(f"- Distillation, {ARM_NAMES[arm]}: relation loss {entries[0]['loss']:.4f} at step "
-                             f"{entries[0]['step']} -> {entries[-1]['loss']:.4f} at step {entries[-1]['step']}.")
+        entries = read_log_lines(root / "distill" / arm / "train_log.jsonl")
+        if entries:
+            lines.append(f"- Distillation, {ARM_NAMES[arm]}: relation loss {entries[0]['loss']:.4f} at step "
+                         f"{entries[0]['step']} -> {entries[-1]['loss']:.4f} at step {entries[-1]['step']}.")
     return lines
 
 
@@ -148,12 +146,6 @@ def chart(rows: List[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _replace(path: Path, write) -> None:
-    tmp = path.with_name(f".tmp_{path.name}")
-    write(tmp)
-    tmp.replace(path)
-
-
 def write_report(root: Path, config: ExperimentConfig, results: Sequence = (), origin: str = "") -> Path:
     root = Path(root)
     rows = collect(root, config)
@@ -175,7 +167,7 @@ def write_report(root: Path, config: ExperimentConfig, results: Sequence = (), o
     if steps:
         lines += ["## Wall time per step", ""] + steps
     md = root / "claim.md"
-    _replace(md, lambda p: p.write_text("\n".join(lines), encoding="utf-8"))
+    write_text_atomically(md, "\n".join(lines))
 
     def write_csv(p: Path) -> None:
         with open(p, "w", newline="", encoding="utf-8") as f:
@@ -183,8 +175,8 @@ def write_report(root: Path, config: ExperimentConfig, results: Sequence = (), o
             writer.writeheader()
             writer.writerows(rows)
 
-    _replace(root / "claim.csv", write_csv)
+    write_atomically(root / "claim.csv", write_csv)
     if rows:
-        _replace(root / "claim.png", lambda p: chart(rows, p))
+        write_atomically(root / "claim.png", lambda p: chart(rows, p))
     return md
 

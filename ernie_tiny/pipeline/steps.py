@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ernie_tiny.config import ConfigError, dump_config, load_config, plan_model_sizes, planned_outputs
+from ernie_tiny.files import write_text_atomically
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,7 @@ class StepState:
     def set(self, name: str, **record) -> None:
         self.steps[name] = record
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps({"steps": self.steps}, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(self.path)
+        write_text_atomically(self.path, json.dumps({"steps": self.steps}, indent=1) + "\n")
 
 
 def _set_aside(directory: Path) -> Optional[Path]:

@@ -9,14 +9,15 @@ from typing import Callable, Dict, List, Sequence
 from ernie_tiny.pipeline.steps import StepResult
 
 
-def _log_lines(path: Path) -> List[dict]:
+def read_log_lines(path: Path) -> List[dict]:
+    """The records of a train_log.jsonl ([] if there is none)."""
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _pretrain(out: Path) -> str:
-    log = _log_lines(out / "train_log.jsonl")
+    log = read_log_lines(out / "train_log.jsonl")
     if not log:
         return ""
     last = log[-1]
@@ -35,7 +36,7 @@ def _teacher_mtl(out: Path) -> str:
 
 
 def _distill(out: Path) -> str:
-    log = _log_lines(out / "train_log.jsonl")
+    log = read_log_lines(out / "train_log.jsonl")
     if not log:
         return ""
     return f"relation loss {log[0]['loss']:.4f} (step {log[0]['step']}) -> {log[-1]['loss']:.4f} (step {log[-1]['step']})"
