@@ -19,7 +19,8 @@ from itertools import islice
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ernie_tiny.deploy.predictor import add_backend_arguments, backend_options  # noqa: E402 (no Paddle import)
+from ernie_tiny.deploy.predictor import (BackendFlagsError, add_backend_arguments,  # noqa: E402 (no Paddle import)
+                                         predictor_from_args)
 from ernie_tiny.runtime import configure_threads  # noqa: E402
 
 
@@ -55,18 +56,11 @@ def format_line(text: str, result: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     configure_threads(args.threads)
-    from paddlenlp.utils.log import logger as paddlenlp_logger
-
-    from ernie_tiny.deploy.predictor import Predictor
-
-    paddlenlp_logger.set_level("WARNING")
     try:
-        options = backend_options(args)
-    except ValueError as err:
+        predictor = predictor_from_args(args, max_length=args.max_length)
+    except BackendFlagsError as err:
         print(err, file=sys.stderr)
         return 2
-    predictor = Predictor(args.model_dir, backend=args.backend, batch_size=args.batch_size,
-                          max_length=args.max_length, **options)
     pairs = predictor.input_type == "pair"
     stream = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
     out = open(args.output, "w", encoding="utf-8") if args.output else None

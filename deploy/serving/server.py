@@ -41,7 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import pydantic  # noqa: E402
 from fastapi import FastAPI, HTTPException, Request  # noqa: E402
 
-from ernie_tiny.deploy.predictor import add_backend_arguments, backend_options  # noqa: E402 (no Paddle import)
+from ernie_tiny.deploy.predictor import (BackendFlagsError, add_backend_arguments,  # noqa: E402 (no Paddle import)
+                                         predictor_from_args)
 from ernie_tiny.runtime import configure_threads  # noqa: E402
 
 
@@ -229,17 +230,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     configure_threads(args.threads)
     import uvicorn
-    from paddlenlp.utils.log import logger as paddlenlp_logger
 
-    from ernie_tiny.deploy.predictor import Predictor
-
-    paddlenlp_logger.set_level("WARNING")
     try:
-        options = backend_options(args)
-    except ValueError as err:
+        predictor = predictor_from_args(args)
+    except BackendFlagsError as err:
         print(err, file=sys.stderr)
         return 2
-    predictor = Predictor(args.model_dir, backend=args.backend, batch_size=args.batch_size, **options)
     app = create_app(predictor, Limits(args.max_texts, args.max_chars, args.max_body_bytes), args.batch_size,
                      args.max_wait_ms)
     print(f"serving {predictor.info['task']} ({predictor.backend.description}) on http://{args.host}:{args.port}",

@@ -156,14 +156,18 @@ def add_backend_arguments(parser) -> None:
     parser.add_argument("--gpu_id", type=int, default=0)
 
 
+class BackendFlagsError(ValueError):
+    """Command-line flags the chosen backend cannot honour."""
+
+
 def backend_options(args) -> dict:
-    """``make_backend`` options from ``add_backend_arguments``' flags; ValueError for flags the chosen
-    backend cannot honour (onnxruntime runs on CPU in fp32 here)."""
+    """``make_backend`` options from ``add_backend_arguments``' flags; BackendFlagsError for flags the
+    chosen backend cannot honour (onnxruntime runs on CPU in fp32 here)."""
     options = {"threads": args.threads, "device": args.device}
     if args.backend in ("auto", "paddle"):
         options.update(mkldnn=not args.no_mkldnn, precision=args.precision, tensorrt=args.trt, gpu_id=args.gpu_id)
     elif args.device != "cpu" or args.trt or args.precision != "fp32":
-        raise ValueError(f"--backend {args.backend} runs on CPU in fp32; --device gpu, --precision and --trt are "
+        raise BackendFlagsError(f"--backend {args.backend} runs on CPU in fp32; --device gpu, --precision and --trt are "
                          f"for --backend paddle")
     return options
 
@@ -291,3 +295,13 @@ def bio_entities(tokens: List[dict], text: str) -> List[dict]:
         start, end = tokens[first]["start"], tokens[last]["start"] + 1
         entities.append({"type": kind, "text": text[start:end], "start": start, "end": end})
     return entities
+
+
+def predictor_from_args(args, **options) -> Predictor:
+    """The Predictor that ``add_backend_arguments``' flags (and ``--model_dir``, ``--batch_size``) ask for,
+    with PaddleNLP's notices quietened; BackendFlagsError before anything loads if the flags clash."""
+    from paddlenlp.utils.log import logger as paddlenlp_logger
+
+    backend = backend_options(args)
+    paddlenlp_logger.set_level("WARNING")
+    return Predictor(args.model_dir, backend=args.backend, batch_size=args.batch_size, **options, **backend)
