@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
+from config_files import write_config_file
 from launch import run_two_ranks
 
 from ernie_tiny.config import ConfigError, load_config
@@ -32,11 +33,7 @@ def write_config(tmp_path: Path, cache: Path, name="tiny.yaml", **sections) -> P
     data = json.loads(json.dumps(TINY))
     data["Global"]["output_dir"] = str(tmp_path / "out")
     data["Data"]["cache_dir"] = str(cache)
-    for section, values in sections.items():
-        data.setdefault(section, {}).update(values)
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_config_file(tmp_path / name, data, **sections)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +51,17 @@ def student_weights(directory: Path) -> dict:
     from safetensors.numpy import load_file
 
     return load_file(str(directory / "model.safetensors"))
+
+
+def assert_resumed_run_matches(uninterrupted: Path, resumed: Path, mid_checkpoint: Path) -> None:
+    """The resumed run's final weights equal the uninterrupted run's (atol 1e-6), and training
+    after the checkpoint did change them."""
+    a, b = student_weights(uninterrupted), student_weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
+    step3 = student_weights(mid_checkpoint)
+    assert any(not np.allclose(step3[k], a[k]) for k in a)
 
 
 def read_log(output_dir: Path) -> list:
@@ -86,13 +94,7 @@ def test_resume_from_mid_run_checkpoint_matches_uninterrupted_run(tmp_path, cach
     log_b = read_log(out_b)
     assert [row["step"] for row in log_b] == [4, 5, 6]
 
-    a, b = student_weights(out_a / "student"), student_weights(out_b / "student")
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
-    # the weights did change during steps 4..6
-    step3 = student_weights(out_a / "checkpoints" / "step_00000003")
-    assert any(not np.allclose(step3[k], a[k]) for k in a)
+    assert_resumed_run_matches(out_a / "student", out_b / "student", out_a / "checkpoints" / "step_00000003")
 
 
 def test_student_loads_with_paddlenlp_auto_classes(tmp_path, cache):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from config_files import write_config_file
 from launch import run_two_ranks
 
 from ernie_tiny.config import ConfigError, load_config
@@ -183,11 +184,7 @@ def write_config(tmp_path: Path, encoder: Path, tasks: list, **sections) -> Path
             "Schedule": {"kind": "uniform"},
             "Optimizer": {"lr": 5e-3, "warmup_steps": 2},
             "Train": {"batch_size": 16, "max_steps": 8, "log_every": 1, "save_every": 4, "eval_every": 4}}
-    for section, values in sections.items():
-        data.setdefault(section, {}).update(values)
-    path = tmp_path / "mtl.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_config_file(tmp_path / "mtl.yaml", data, **sections)
 
 
 def run_mtl(path: Path, *overrides: str) -> Path:
