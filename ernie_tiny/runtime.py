@@ -148,3 +148,9 @@ def autocast(amp: str):
     import paddle
 
     return paddle.amp.auto_cast(level="O1", dtype="float16" if amp == "fp16" else "bfloat16")
+
+
+def thread_count() -> int:
+    """The CPU threads this process runs its kernels with (``configure_threads`` set them)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1

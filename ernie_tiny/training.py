@@ -22,16 +22,36 @@ from ernie_tiny.monitor import TrainMonitor
 from ernie_tiny.schema import OptimizerSection, TrainSection
 
 
-def build_optimizer(opt: OptimizerSection, max_steps: int, layer: paddle.nn.Layer):
-    """AdamW over ``layer``'s parameters (no weight decay on biases and norms) and its LR schedule."""
+def build_optimizer(opt: OptimizerSection, max_steps: int, layer: paddle.nn.Layer, groups=None):
+    """AdamW over ``layer``'s parameters (no weight decay on biases and norms) and its LR schedule.
+
+    ``groups``: optional ``[(parameters, settings)]``, one AdamW parameter group each (several
+    students in one run): ``settings`` may set ``lr`` (the group's peak learning rate on the
+    shared warm-up/decay schedule), ``betas``, ``eps``, ``weight_decay`` and ``clip_norm``;
+    unset ones are ``opt``'s. Paddle keeps each group's moments apart and clips each group by
+    its own global norm, so one group's gradients never scale another's update."""
     warmup = opt.warmup_steps or int(math.ceil(opt.warmup_ratio * max_steps))
     scheduler = LinearDecayWithWarmup(opt.lr, max_steps, warmup)
     decay = {p.name for n, p in layer.named_parameters() if not any(k in n for k in ("bias", "norm"))}
+
+    def clip(norm):
+        return paddle.nn.ClipGradByGlobalNorm(norm) if norm > 0 else None
+
+    parameters = layer.parameters()
+    if groups:
+        parameters = []
+        for params, settings in groups:
+            get = lambda key, default: default if settings.get(key) is None else settings[key]  # noqa: E731
+            betas = get("betas", opt.betas)
+            parameters.append({
+                "params": list(params), "learning_rate": get("lr", opt.lr) / opt.lr,  # a factor on the schedule
+                "beta1": betas[0], "beta2": betas[1], "epsilon": get("eps", opt.eps),
+                "weight_decay": get("weight_decay", opt.weight_decay), "grad_clip": clip(get("clip_norm", opt.clip_norm)),
+            })
     optimizer = paddle.optimizer.AdamW(
         learning_rate=scheduler, beta1=opt.betas[0], beta2=opt.betas[1], epsilon=opt.eps,
-        parameters=layer.parameters(), weight_decay=opt.weight_decay,
-        apply_decay_param_fun=lambda name: name in decay,
-        grad_clip=paddle.nn.ClipGradByGlobalNorm(opt.clip_norm) if opt.clip_norm > 0 else None,
+        parameters=parameters, weight_decay=opt.weight_decay,
+        apply_decay_param_fun=lambda name: name in decay, grad_clip=clip(opt.clip_norm),
     )
     return optimizer, scheduler
 
@@ -39,6 +59,18 @@ def build_optimizer(opt: OptimizerSection, max_steps: int, layer: paddle.nn.Laye
 def parameters_fingerprint(layer: paddle.nn.Layer) -> float:
     """A float64 sum over all parameters: equal on every rank when data parallelism is right."""
     return float(sum(np.abs(p.numpy().astype(np.float64)).sum() for p in layer.parameters()))
+
+
+def loss_scalars(totals: Dict[str, float]) -> Dict[str, float]:
+    """What the log shows of a step's named losses: ``loss`` (their sum, the trained loss),
+    ``loss_<name>`` each, and for names ``<group>.<term>`` (several students) ``loss_<group>``."""
+    scalars = {"loss": sum(totals.values())}
+    for name, value in totals.items():
+        group, dot, _ = name.partition(".")
+        if dot:
+            scalars[f"loss_{group}"] = scalars.get(f"loss_{group}", 0.0) + value
+    scalars.update({f"loss_{name}": value for name, value in totals.items()})
+    return scalars
 
 
 class Trainer:
@@ -49,7 +81,8 @@ class Trainer:
 
     def __init__(self, rt: runtime.Runtime, output_dir, train: TrainSection, opt: OptimizerSection,
                  model: paddle.nn.Layer, trained: paddle.nn.Layer, data, tokenizer=None,
-                 tokens_per_micro_step: int = 0, desc: str = "train", gradient_sync: str = "data_parallel"):
+                 tokens_per_micro_step: int = 0, desc: str = "train", gradient_sync: str = "data_parallel",
+                 param_groups=None):
         """``gradient_sync``: ``data_parallel`` (distributed runs wrap ``trained`` in
         ``paddle.DataParallel``, which needs every parameter in every step's loss) or
         ``all_reduce``, for models whose steps use part of their parameters (multi-task heads):
@@ -57,7 +90,8 @@ class Trainer:
         step's last micro-step the gradients that exist are averaged (one fused all-reduce);
         every rank must use the same parameters in a step. Gradients are then cleared to None,
         not zero, so a parameter outside a step's loss is not updated in that step (no momentum,
-        no weight decay), the same way whether or not the run was resumed."""
+        no weight decay), the same way whether or not the run was resumed.
+        ``param_groups``: see ``build_optimizer`` (several students, each its own settings)."""
         if gradient_sync not in ("data_parallel", "all_reduce"):
             raise ValueError(f"gradient_sync must be 'data_parallel' or 'all_reduce', not {gradient_sync!r}")
         self.rt, self.output_dir, self.train = rt, Path(output_dir), train
@@ -70,7 +104,7 @@ class Trainer:
             from paddle.distributed.parallel import sync_params_buffers
 
             sync_params_buffers(trained, src_rank=0)
-        self.optimizer, self.scheduler = build_optimizer(opt, train.max_steps, trained)
+        self.optimizer, self.scheduler = build_optimizer(opt, train.max_steps, trained, param_groups)
         self.amp = runtime.resolve_amp(train.amp, rt.device)
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if self.amp == "fp16" else None
         self.tokens_per_step = tokens_per_micro_step * train.accumulate_steps * rt.world_size
@@ -96,6 +130,33 @@ class Trainer:
                                           self.optimizer, dict(self.state, data=self.data.state_dict()),
                                           self.train.keep_checkpoints, self.scaler)
 
+    def train_step(self, micro_step: Callable[[], Dict[str, paddle.Tensor]]) -> Dict[str, float]:
+        """One optimizer step: ``Train.accumulate_steps`` micro-steps (forward under AMP,
+        backward, gradient sync on the last), the update, the LR schedule. Returns each named
+        loss's mean over the micro-steps. ``fit`` runs it; ``tools/benchmark.py distill`` times it."""
+        train = self.train
+        totals: Dict[str, float] = {}
+        for micro in range(train.accumulate_steps):
+            last = micro == train.accumulate_steps - 1
+            no_sync = self.layer.no_sync() if self.wrapped and not last else contextlib.nullcontext()
+            with no_sync:
+                with runtime.autocast(self.amp):
+                    losses = micro_step()
+                loss = paddle.add_n(list(losses.values())) / train.accumulate_steps
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            for name, value in losses.items():
+                totals[name] = totals.get(name, 0.0) + float(value) / train.accumulate_steps
+        if self.all_reduce:
+            fused_allreduce_gradients(list(self.layer.parameters()), None)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.clear_grad(set_to_zero=self.grads_to_zero)
+        self.scheduler.step()
+        return totals
+
     def fit(self, micro_step: Callable[[], Dict[str, paddle.Tensor]],
             after_step: Optional[Callable[[int], Dict[str, float]]] = None, banner: str = "") -> None:
         """The loop. ``after_step(step)`` may return extra scalars to log (e.g. dev scores)."""
@@ -109,32 +170,13 @@ class Trainer:
         window_start, window_steps = time.time(), 0
         try:
             while self.step < train.max_steps:
-                totals: Dict[str, float] = {}
-                for micro in range(train.accumulate_steps):
-                    last = micro == train.accumulate_steps - 1
-                    no_sync = self.layer.no_sync() if self.wrapped and not last else contextlib.nullcontext()
-                    with no_sync:
-                        with runtime.autocast(self.amp):
-                            losses = micro_step()
-                        loss = paddle.add_n(list(losses.values())) / train.accumulate_steps
-                        (self.scaler.scale(loss) if self.scaler else loss).backward()
-                    for name, value in losses.items():
-                        totals[name] = totals.get(name, 0.0) + float(value) / train.accumulate_steps
-                if self.all_reduce:
-                    fused_allreduce_gradients(list(self.layer.parameters()), None)
-                if self.scaler:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
-                self.optimizer.clear_grad(set_to_zero=self.grads_to_zero)
-                self.scheduler.step()
+                totals = self.train_step(micro_step)
                 self.step += 1
                 window_steps += 1
                 self.state["tokens"] += self.tokens_per_step
                 now = time.time()
                 speed = window_steps * self.tokens_per_step / max(now - window_start, 1e-9)
-                scalars = {"loss": sum(totals.values()), **{f"loss_{k}": v for k, v in totals.items()}}
+                scalars = loss_scalars(totals)
                 monitor.step(self.step, speed, scalars)
                 extra = after_step(self.step) if after_step else None
                 if extra:

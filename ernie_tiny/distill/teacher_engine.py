@@ -1,0 +1,211 @@
+"""The frozen teacher as a compiled inference graph (``Distill.teacher_engine``).
+
+Distillation needs only the teacher's embeddings, the layers below the distilled one and that
+layer's Q/K/V projections (``QKVExtractor``), and their weights never change during the run.
+So that part is saved once as a static graph (``paddle.jit.to_static`` + ``paddle.jit.save``,
+dynamic batch and length) and every batch runs through Paddle Inference: oneDNN with the run's
+thread count on CPU; on GPU, float16 (never run here: no GPU on our machines).
+
+Engines: ``eager`` (the teacher's own dygraph forward, no gradients), ``inference`` (the
+compiled graph; an error if it cannot be built), ``auto`` (``inference`` where it builds and
+passes the check, else ``eager`` with the reason printed). Before the first step the compiled
+teacher's Q/K/V are compared with the eager ones on a real batch; the run refuses to start if
+the largest difference exceeds ``tolerance(precision)`` of the largest eager value.
+
+The graph is cached in ``<output_dir>/teacher_engine/<fingerprint>/``, keyed by the extractor's
+weights and layer, so a resumed run loads it instead of rebuilding it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+import paddle
+
+ENGINES = ("auto", "eager", "inference")
+MODEL_FILE, PARAMS_FILE, INFO_FILE = "model.json", "model.pdiparams", "engine.json"
+_TOLERANCE = {"float32": 1e-4, "float16": 2e-2}  # max |compiled - eager| / max |eager|, per tensor
+
+
+class TeacherEngineError(RuntimeError):
+    """The compiled teacher cannot be built, loaded or trusted."""
+
+
+def tolerance(precision: str) -> float:
+    """The relative error the start-up check allows: 1e-4 in float32; float16 keeps ~3
+    significant digits and its rounding adds up over the layers, so 2e-2 there."""
+    return _TOLERANCE[precision]
+
+
+@dataclass
+class TeacherEngine:
+    """``forward(input_ids, attention_mask) -> (q, k, v)``, no gradients; ``describe()`` for
+    the banner."""
+
+    name: str
+    forward: Callable
+    precision: str = "float32"
+    check_error: Optional[float] = None
+    cache_dir: Optional[Path] = None
+    note: str = ""
+
+    def __call__(self, input_ids: paddle.Tensor, attention_mask: paddle.Tensor):
+        return self.forward(input_ids, attention_mask)
+
+    def describe(self) -> str:
+        text = f"teacher engine {self.name}"
+        if self.name == "inference":
+            text += f" ({self.precision}, Paddle Inference; Q/K/V match eager to {self.check_error:.1e} relative)"
+        return text + (f"; {self.note}" if self.note else "")
+
+
+def eager_engine(extractor: paddle.nn.Layer, note: str = "") -> TeacherEngine:
+    def forward(input_ids, attention_mask):
+        with paddle.no_grad():
+            return extractor(input_ids, attention_mask)
+
+    return TeacherEngine("eager", forward, note=note)
+
+
+# ------------------------------------------------------------------ building the graph
+
+def fingerprint(extractor: paddle.nn.Layer, layer_index: int) -> str:
+    """A hash of the extractor's parameters (names, shapes, bytes) and its layer."""
+    digest = hashlib.sha256(f"layer={layer_index};paddle={paddle.__version__}".encode())
+    for name, p in extractor.named_parameters():
+        value = p.numpy()
+        digest.update(f"{name}:{value.dtype}:{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def export_graph(extractor: paddle.nn.Layer, directory: Path) -> Path:
+    """Save ``extractor`` (a ``QKVExtractor``) as a static graph with dynamic batch and
+    length, into ``directory`` (written under a temporary name, then renamed)."""
+    from paddle.static import InputSpec
+
+    from ernie_tiny.modeling import QKVExtractor
+
+    directory = Path(directory)
+    tmp = directory.with_name(f".tmp-{directory.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    # a fresh view of the same parameters: to_static replaces the forward of the layer it is
+    # given, and the eager extractor must stay eager (it is the reference of the check)
+    copy = QKVExtractor.__new__(QKVExtractor)
+    paddle.nn.Layer.__init__(copy)
+    for name in ("embeddings", "layers", "pre_norm", "q_proj", "k_proj", "v_proj"):
+        setattr(copy, name, getattr(extractor, name))
+    copy.eval()
+    # InputSpec names must match forward's argument names
+    specs = [InputSpec([None, None], "int64", "input_ids"), InputSpec([None, None], "int64", "attention_mask")]
+    static = paddle.jit.to_static(copy, input_spec=specs, full_graph=True)
+    paddle.jit.save(static, str(tmp / "model"))
+    if not (tmp / MODEL_FILE).is_file():  # Paddle 2.x writes model.pdmodel instead of model.json
+        found = sorted(p.name for p in tmp.iterdir())
+        raise TeacherEngineError(f"paddle.jit.save wrote {found}, not {MODEL_FILE}")
+    (tmp / INFO_FILE).write_text(json.dumps({"paddle": paddle.__version__}, indent=1), encoding="utf-8")
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, directory)
+    return directory
+
+
+def load_predictor(directory: Path, device: str, threads: int, precision: str = "float32"):
+    """A Paddle Inference predictor of the saved graph and a function running it on Paddle tensors."""
+    import paddle.inference as pi
+
+    directory = Path(directory)
+    config = pi.Config(str(directory / MODEL_FILE), str(directory / PARAMS_FILE))
+    config.disable_glog_info()
+    if device == "gpu":
+        # never run here (no GPU): float16 weights and activations, float32 inputs/outputs handled
+        # by the engine; the start-up check compares against the eager float32 teacher
+        gpu_id = paddle.distributed.ParallelEnv().device_id
+        kind = pi.PrecisionType.Half if precision == "float16" else pi.PrecisionType.Float32
+        config.enable_use_gpu(256, gpu_id, kind)
+    else:
+        config.disable_gpu()
+        config.enable_mkldnn()
+        config.set_cpu_math_library_num_threads(threads)
+    predictor = pi.create_predictor(config)
+    names = predictor.get_input_names()
+    if sorted(names) != ["attention_mask", "input_ids"]:
+        raise TeacherEngineError(f"the saved teacher takes inputs {names}, not input_ids and attention_mask")
+
+    def forward(input_ids: paddle.Tensor, attention_mask: paddle.Tensor) -> Tuple[paddle.Tensor, ...]:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        outputs = predictor.run([feeds[name].astype("int64") for name in names])
+        return tuple(o.astype("float32") if o.dtype != paddle.float32 else o for o in outputs)
+
+    return predictor, forward
+
+
+def relative_error(compiled, eager) -> float:
+    """The largest |compiled - eager| over Q, K and V, relative to the largest |eager| of each."""
+    worst = 0.0
+    for c, e in zip(compiled, eager):
+        c, e = np.asarray(c.numpy(), np.float64), np.asarray(e.numpy(), np.float64)
+        if c.shape != e.shape:
+            return float("inf")
+        worst = max(worst, float(np.abs(c - e).max() / max(np.abs(e).max(), 1e-30)))
+    return worst
+
+
+def inference_engine(extractor: paddle.nn.Layer, layer_index: int, output_dir: Path, check_batch,
+                     device: str, threads: int, is_main: bool = True, barrier=lambda: None) -> TeacherEngine:
+    """The compiled teacher, built (main rank) or loaded from the cache, checked against eager
+    on ``check_batch`` (ids, mask); raises ``TeacherEngineError`` when it cannot be trusted."""
+    precision = "float16" if device == "gpu" else "float32"
+    key = fingerprint(extractor, layer_index)
+    directory = Path(output_dir) / "teacher_engine" / key
+    failure = None
+    if is_main and not (directory / INFO_FILE).is_file():
+        try:
+            export_graph(extractor, directory)
+        except Exception as error:  # noqa: BLE001 - the message says what failed; auto falls back
+            failure = error
+    barrier()
+    if failure is not None or not (directory / INFO_FILE).is_file():
+        raise TeacherEngineError(f"could not save the teacher as a static graph: {failure or 'not written'}")
+    try:
+        _, forward = load_predictor(directory, device, threads, precision)
+        ids, mask = check_batch
+        compiled = forward(ids, mask)
+    except TeacherEngineError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise TeacherEngineError(f"Paddle Inference could not run the saved teacher in {directory}: "
+                                 f"{type(error).__name__}: {str(error).strip().splitlines()[-1][:300]}") from error
+    with paddle.no_grad():
+        eager = extractor(ids, mask)
+    error = relative_error(compiled, eager)
+    if not error <= tolerance(precision):
+        raise TeacherEngineError(
+            f"the compiled teacher's Q/K/V differ from the eager teacher's by {error:.2e} (relative; allowed "
+            f"{tolerance(precision):.0e} in {precision}) on the first batch; graph in {directory}")
+    return TeacherEngine("inference", forward, precision=precision, check_error=error, cache_dir=directory)
+
+
+def build_engine(choice: str, extractor: paddle.nn.Layer, layer_index: int, output_dir: Path, check_batch,
+                 device: str, threads: int, is_main: bool = True, barrier=lambda: None) -> TeacherEngine:
+    """The teacher engine ``choice`` (``Distill.teacher_engine``) asks for. ``auto`` falls back to
+    eager with a warning naming the reason; ``inference`` raises."""
+    if choice not in ENGINES:
+        raise ValueError(f"teacher engine must be one of {ENGINES}, not {choice!r}")
+    if choice == "eager":
+        return eager_engine(extractor)
+    try:
+        return inference_engine(extractor, layer_index, output_dir, check_batch, device, threads, is_main, barrier)
+    except TeacherEngineError as error:
+        if choice == "inference":
+            raise
+        print(f"warning: Distill.teacher_engine=auto: {error}; the teacher runs eager", file=sys.stderr)
+        return eager_engine(extractor, note=f"compiled teacher unavailable: {error}")
