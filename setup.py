@@ -32,6 +32,11 @@ setup(
     + PADDLENLP_STACK
     + [
         "onnxruntime==1.32.0",  # ONNX backend of the predictor and its int8 (dynamic quantization) path
+        # paddle2onnx's constant folding (Polygraphy) needs onnx_graphsurgeon and would pip-install
+        # the newest at run time, whose ml_dtypes wants NumPy 2; 0.5.8 needs only numpy and onnx
+        "onnx_graphsurgeon==0.5.8",
+        "ml_dtypes==0.5.4",  # onnxruntime's quantization imports it (not in onnxruntime's requirements); 0.6+ wants NumPy 2
+        "polygraphy==0.53.6",  # already a paddle2onnx dependency; imported by export to switch its auto-install off
         "pydantic>=2,<3",
         "PyYAML>=6",
         "safetensors>=0.4",

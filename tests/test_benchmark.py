@@ -18,7 +18,7 @@ TINY = ["--teacher-layers", "2", "--teacher-hidden", "32", "--teacher-heads", "4
 def test_distill_benchmark_end_to_end(tmp_path):
     report_file, raw_file = tmp_path / "bench.md", tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "benchmark.py"), "distill", *TINY,
+        [sys.executable, str(ROOT / "tools" / "benchmark.py"), "distill", *TINY, "--students", "nano,micro",
          "--output", str(report_file), "--json", str(raw_file)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -33,16 +33,42 @@ def test_distill_benchmark_end_to_end(tmp_path):
         assert rows[impl][1] > 0, report  # tokens/s
     ratio = re.search(r"Speed ratio ours/paddlenlp: ([0-9.]+)x", report)
     assert ratio and float(ratio.group(1)) > 0, report
+    assert re.search(r"Teacher forward alone .*: eager [0-9.]+ s, compiled [0-9.]+ s", report), report
+    assert re.search(r"GFLOP/s = [0-9]+% of this machine's measured Paddle 2048\^3", report), report
+    assert "teacher engine inference" in report
     assert "threads" in report and "Paddle 3." in report
 
     raw = json.loads(raw_file.read_text())
-    ours, base = raw["results"]["ours"], raw["results"]["paddlenlp"]
-    assert len(ours["step_times"]) == len(base["step_times"]) == 2
+    ours, base = raw["results"]["versus"]["ours"], raw["results"]["versus"]["paddlenlp"]
+    assert len(ours["times"]["step"]) == len(base["times"]["step"]) == 2
+    assert len(ours["times"]["teacher_eager"]) == 2
     assert ours["threads"] == base["threads"] == 1
     # both sides trained the same weights on the same batches and compute the same loss
     assert ours["weights_fingerprint"] == base["weights_fingerprint"]
     assert ours["check_loss"] > 0
     assert ours["check_loss"] == pytest.approx(base["check_loss"], rel=1e-3)
+
+    # several students from one teacher pass, beside separate runs
+    students = raw["results"]["students"]["default"]["median"]
+    assert set(students) == {"multi", "teacher", "single:nano", "single:micro", "student:nano", "student:micro"}
+    assert re.search(r"One run of 2 students: [0-9.]+ s/step against one teacher forward plus their own steps "
+                     r"[0-9.]+ s: [0-9.]+x \((within|OVER) the \+5% budget\). Against 2 separate runs", report)
+    assert "paper" not in raw["results"]["students"]  # only with --paper-teacher
+
+
+def test_step_flops_count_the_truncated_teacher_and_the_student():
+    from ernie_tiny.benchmarks.distill_speed import encoder_flops, step_flops
+
+    o = {"batch": 8, "seq": 128, "teacher_hidden": 768, "teacher_intermediate": 3072, "teacher_layers": 12,
+         "teacher_layer": 10, "student_layers": 4, "student_hidden": 312, "student_heads": 12,
+         "student_intermediate": 1248}
+    flops = step_flops(o)
+    # 10 full teacher layers dominate: ~15.1 GFLOP each at 1024 tokens
+    assert encoder_flops(1024, 128, 768, 3072, 1) == pytest.approx(2 * 1024 * (4 * 768 ** 2 + 2 * 768 * 3072)
+                                                                  + 4 * 1024 * 128 * 768)
+    assert 150e9 < flops["teacher"] < 160e9
+    assert flops["total"] == flops["teacher"] + flops["student"]
+    assert step_flops(dict(o, teacher_layer=-1))["teacher"] > flops["teacher"]
 
 
 def test_distill_benchmark_rejects_sizes_that_do_not_fit():
@@ -50,3 +76,6 @@ def test_distill_benchmark_rejects_sizes_that_do_not_fit():
 
     assert main(["distill", *TINY, "--relation-heads", "3"]) == 2
     assert main(["distill", *TINY, "--teacher-layer", "5"]) == 2
+    assert main(["distill", *TINY, "--students", "nano,giga"]) == 2
+    assert main(["distill", *TINY, "--relation-heads", "16", "--teacher-hidden", "48", "--student-hidden", "48",
+                 "--students", "nano"]) == 2  # 16 does not divide nano's 312

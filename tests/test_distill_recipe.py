@@ -131,3 +131,93 @@ def test_two_process_data_parallel_keeps_ranks_identical(tmp_path, cache):
     run_two_ranks("distill.py", cfg, tmp_path, tmp_path / "out")
     assert (tmp_path / "out" / "student" / "model.safetensors").is_file()
     assert [row["step"] for row in read_log(tmp_path / "out")] == [1, 2, 3]
+
+
+STUDENTS = [
+    {"name": "small", "num_layers": 2, "hidden_size": 24, "num_heads": 4, "intermediate_size": 48,
+     "max_position_embeddings": 64},
+    {"name": "wide", "num_layers": 2, "hidden_size": 32, "num_heads": 4, "intermediate_size": 64,
+     "max_position_embeddings": 64, "relation_heads": 8, "lr": 2.5e-3, "clip_norm": 0.5},
+]
+
+
+def write_students_config(tmp_path: Path, cache: Path, students=None, **sections) -> Path:
+    data = json.loads(json.dumps(TINY))
+    del data["Student"]
+    data["Global"]["output_dir"] = str(tmp_path / "out")
+    data["Data"]["cache_dir"] = str(cache)
+    data["Students"] = students if students is not None else STUDENTS
+    return write_config_file(tmp_path / "students.yaml", data, **sections)
+
+
+def test_several_students_learn_from_one_teacher_pass(tmp_path, cache):
+    cfg = write_students_config(tmp_path, cache, Train={"max_steps": 40, "save_every": 40, "log_every": 1})
+    out = run_distill(cfg)
+    assert out == tmp_path / "out" / "students"
+    log = read_log(tmp_path / "out")
+    assert len(log) == 40
+    for name in ("small", "wide"):
+        losses = [row[f"loss_{name}"] for row in log]
+        assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:4]), (name, losses)
+        for row in log:
+            parts = sum(row[f"loss_{name}.{r}"] for r in ("qq", "kk", "vv"))
+            assert row[f"loss_{name}"] == pytest.approx(parts, rel=1e-5)
+    assert log[0]["loss"] == pytest.approx(log[0]["loss_small"] + log[0]["loss_wide"], rel=1e-5)
+    from paddlenlp.transformers import AutoModel, AutoTokenizer
+
+    for name, hidden in (("small", 24), ("wide", 32)):
+        model = AutoModel.from_pretrained(str(out / name))
+        assert model.config.hidden_size == hidden
+        AutoTokenizer.from_pretrained(str(out / name))
+        np.testing.assert_array_equal(model.embeddings.word_embeddings.weight.numpy(),
+                                      student_weights(out / name)["embeddings.word_embeddings.weight"])
+    resolved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert resolved["Distill"]["teacher_engine"] in ("inference", "eager")
+
+
+def test_several_students_resume_exactly(tmp_path, cache):
+    (tmp_path / "a").mkdir()
+    run_distill(write_students_config(tmp_path / "a", cache))
+    out_a = tmp_path / "a" / "out"
+    (tmp_path / "b").mkdir()
+    out_b = tmp_path / "b" / "out"
+    (out_b / "checkpoints").mkdir(parents=True)
+    shutil.copytree(out_a / "checkpoints" / "step_00000003", out_b / "checkpoints" / "step_00000003")
+    run_distill(write_students_config(tmp_path / "b", cache))
+    assert [row["step"] for row in read_log(out_b)] == [4, 5, 6]
+    middle = student_weights(out_a / "checkpoints" / "step_00000003")
+    for name in ("small", "wide"):
+        a, b = student_weights(out_a / "students" / name), student_weights(out_b / "students" / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
+        assert any(not np.allclose(middle[f"{name}.{k}"], a[k]) for k in a)  # trained after the checkpoint
+
+
+@pytest.mark.parametrize("students, key, words", [
+    ([STUDENTS[0], dict(STUDENTS[1], name="small")], "Students.1.name", "'small' is already Students.0"),
+    ([dict(STUDENTS[0], relation_heads=5)], "Students.0.relation_heads", "5 does not divide the teacher hidden size 48"),
+    ([dict(STUDENTS[0], student_layer=4)], "Students.0.student_layer", "outside the student 'small''s 2 layers"),
+    ([dict(STUDENTS[0], name="a/b")], "Students.0.name", "use letters, digits"),
+    ([dict(STUDENTS[0], lr=0)], "Students.0.lr", "greater than 0"),
+    ([dict(STUDENTS[0], hidden_sizes=3)], "Students.0.hidden_sizes", "unknown key"),
+])
+def test_bad_students_entries_fail_naming_the_key(tmp_path, cache, students, key, words):
+    with pytest.raises(ConfigError) as info:
+        load_config(DistillConfig, write_students_config(tmp_path, cache, students))
+    message = str(info.value)
+    assert f"{key}" in message and words in message, message
+    assert "students.yaml:" in message
+
+
+def test_student_and_students_together_are_refused(tmp_path, cache):
+    cfg = write_students_config(tmp_path, cache, Student={"num_layers": 2})
+    with pytest.raises(ConfigError, match="give either Student .one student. or Students .several., not both"):
+        load_config(DistillConfig, cfg)
+
+
+def test_two_process_data_parallel_with_two_students_keeps_ranks_identical(tmp_path, cache):
+    cfg = write_students_config(tmp_path, cache, Train={"max_steps": 3, "save_every": 3})
+    run_two_ranks("distill.py", cfg, tmp_path, tmp_path / "out")
+    for name in ("small", "wide"):
+        assert (tmp_path / "out" / "students" / name / "model.safetensors").is_file()

@@ -1,27 +1,22 @@
-"""Distillation training-step speed: ours vs PaddleNLP's ``to_distill`` + ``calc_minilm_loss``.
+"""Distillation training-step speed, measured on the recipe's own step code.
 
-Both sides train the same random-weight student against the same random-weight teacher on
-the same batches (random token ids, no padding) and time one full training step: teacher
-forward (eval mode, no gradients), student forward (train mode), Q-Q/K-K/V-V relation loss,
-backward, AdamW step.
+1. **Ours vs PaddleNLP**: one full training step (teacher forward without gradients, student
+   forward, Q-Q/K-K/V-V relation loss, backward, AdamW step) on the same random weights and
+   batches (random token ids, no padding). Ours is the recipe's step (``Trainer.train_step`` over
+   ``distill.step.make_micro_step``, with the compiled teacher of ``Distill.teacher_engine:
+   auto``); PaddleNLP's is its MiniLMv2 example (``to_distill`` + ``calc_minilm_loss``). Both
+   compute the loss once on the first batch with the student in eval mode: they must agree
+   (same weights, same work). Also timed: the teacher forward alone, eager and compiled.
+2. **Several students, one teacher pass** (``--students``, default nano, micro, mini: the ERNIE
+   3.0 Tiny v2 shapes): a step of all students in one run, each student alone (a separate run's
+   step: teacher + that student) and each student's own step given the teacher's Q/K/V. With
+   ``--paper-teacher`` also for the paper's teacher shape (20L-1024H-16A, layer 15, R=8).
 
-* ours: the step of ``ernie_tiny.distill.recipe`` (its ``micro_step`` inside
-  ``ernie_tiny.training.Trainer.fit``) - ``QKVExtractor`` (runs the teacher and the student
-  only up to the distilled layer's Q/K/V projections) and ``relation_losses``.
-* paddlenlp: PaddleNLP's MiniLMv2 example - ``to_distill(model, return_qkv=True,
-  layer_index=i)`` on teacher and student, full forwards, ``model.outputs.q/k/v``, and
-  ``calc_minilm_loss`` with ``KLDivLoss(reduction='sum')`` for Q, K and V, summed and divided
-  by relation heads x sequence length x batch.
-
-Both use the trainer's optimizer (``ernie_tiny.training.build_optimizer``: AdamW, linear
-warm-up/decay, global-norm clipping, as the PaddleNLP example also sets up) with the default
-``Optimizer`` settings. Each side runs in its own subprocess
-(``to_distill`` patches Paddle's transformer classes globally); the two take turns step by
-step (alternating which goes first), so a change in background load affects both alike.
-Reported: the median step time over ``--steps`` timed steps after ``--warmup`` untimed ones,
-and the median time of the teacher forward alone (timed the same way, after all steps).
-Before timing, each side computes the loss once with the student in eval mode (no dropout):
-the two must agree, a guard that both do the same work on the same weights.
+Each side runs in its own subprocess (``to_distill`` patches Paddle's classes globally; see
+``distill_sides``); the sides take turns request by request, alternating which goes first, and
+wait ``_SETTLE_SECONDS`` before each request so the other's OpenMP threads are idle. Reported:
+medians over ``--steps`` timed requests after ``--warmup`` untimed ones; FLOPs per step from the
+model sizes and the share of the machine's measured 2048^3 matmul rate the step reaches.
 """
 from __future__ import annotations
 
@@ -35,13 +30,14 @@ import sys
 import time
 from pathlib import Path
 
-IMPLEMENTATIONS = ("ours", "paddlenlp")
-PAD_TOKEN_ID = 0
-SEED = 1234
+from ernie_tiny.benchmarks.distill_sides import REPLY, STUDENT_SHAPES
+
 _PROGRESS = "[bench] "
-_REPLY = "[bench-reply] "
 _SETTLE_SECONDS = 0.3
 _ROOT = Path(__file__).resolve().parents[2]
+PAPER_TEACHER = {"teacher_layers": 20, "teacher_hidden": 1024, "teacher_heads": 16, "teacher_intermediate": 4096,
+                 "teacher_layer": 15, "relation_heads": 8}
+BUDGET = 1.05  # several students may cost at most the teacher + their own steps, +5%
 
 # (flag, default, help); the flag's dest is the option name
 OPTIONS = (
@@ -67,18 +63,27 @@ OPTIONS = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, default, help_text in OPTIONS:
         parser.add_argument(f"--{flag}", type=int, default=default, help=f"{help_text} (default {default})")
+    parser.add_argument("--students", default="nano,micro,mini",
+                        help=f"students of the one-teacher-pass comparison, from {', '.join(STUDENT_SHAPES)} "
+                             "('' = skip it; default nano,micro,mini)")
+    parser.add_argument("--paper-teacher", action="store_true",
+                        help="also run the comparison with the paper's teacher shape (20L-1024H-16A, layer 15, R=8)")
     parser.add_argument("--output", metavar="FILE.md", help="also write the Markdown report here")
     parser.add_argument("--json", metavar="FILE.json", help="also write the raw measurements here")
 
 
 def options_of(args: argparse.Namespace) -> dict:
-    return {flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag, _, _ in OPTIONS}
+    options = {flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag, _, _ in OPTIONS}
+    options["students"] = [name.strip() for name in args.students.split(",") if name.strip()]
+    options["paper_teacher"] = bool(args.paper_teacher)
+    return options
 
 
 def check_options(o: dict):
     """Problems with the sizes, as (flag, message)."""
-    for name in o:
-        if name not in ("teacher_layer", "threads", "warmup") and o[name] < 1:
+    for name, value in o.items():
+        if isinstance(value, int) and not isinstance(value, bool) and name not in ("teacher_layer", "threads", "warmup") \
+                and value < 1:
             yield name, "must be at least 1"
     if o["warmup"] < 0:
         yield "warmup", "must be at least 0"
@@ -96,6 +101,41 @@ def check_options(o: dict):
         yield "vocab", "must be at least 2 (token 0 is padding)"
     if o["seq"] > 2048:
         yield "seq", "must be at most 2048 (the models' max_position_embeddings)"
+    for name in o["students"]:
+        if name not in STUDENT_SHAPES:
+            yield "students", f"{name!r} is not one of {', '.join(STUDENT_SHAPES)}"
+        elif STUDENT_SHAPES[name][1] % max(o["relation_heads"], 1):
+            yield "students", f"--relation-heads {o['relation_heads']} does not divide {name}'s hidden size " \
+                              f"{STUDENT_SHAPES[name][1]}"
+
+
+# ---------------------------------------------------------------- FLOPs from the sizes
+
+def encoder_flops(tokens: int, seq: int, hidden: int, ffn: int, layers: int) -> float:
+    """Forward FLOPs of ``layers`` post-norm transformer layers (matmuls only)."""
+    dense = 2 * tokens * (4 * hidden * hidden + 2 * hidden * ffn)
+    attention = 2 * 2 * tokens * seq * hidden  # Q K^T and P V
+    return layers * (dense + attention)
+
+
+def relation_flops(tokens: int, seq: int, hidden: int) -> float:
+    """Forward FLOPs of one side's three relation score products."""
+    return 3 * 2 * tokens * seq * hidden
+
+
+def step_flops(o: dict, student=None) -> dict:
+    """FLOPs of one of our steps: the truncated teacher forward (layers below the distilled one
+    and its Q/K/V), and the student's forward up to its last layer's Q/K/V, relation loss and
+    backward (about twice the forward)."""
+    tokens, seq = o["batch"] * o["seq"], o["seq"]
+    th, tf = o["teacher_hidden"], o["teacher_intermediate"]
+    below = o["teacher_layer"] % o["teacher_layers"]
+    teacher = encoder_flops(tokens, seq, th, tf, below) + 2 * tokens * 3 * th * th + relation_flops(tokens, seq, th)
+    layers, sh, _, sf = student or (o["student_layers"], o["student_hidden"], o["student_heads"],
+                                    o["student_intermediate"])
+    student_forward = (encoder_flops(tokens, seq, sh, sf, layers - 1) + 2 * tokens * 3 * sh * sh
+                       + relation_flops(tokens, seq, sh))
+    return {"teacher": teacher, "student": 3 * student_forward, "total": teacher + 3 * student_forward}
 
 
 # ---------------------------------------------------------------- parent process (no Paddle)
@@ -121,47 +161,67 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run(options: dict) -> dict:
-    """Measure both implementations, each in its own subprocess, step by step in turns."""
-    load_before = _load_average()
-    children = {impl: _Child(impl, options) for impl in IMPLEMENTATIONS}
+    """Every measurement: ours vs PaddleNLP, then the students comparison(s)."""
+    results = {"load_average": [_load_average()], "cpu": cpu_features()}
+    results["versus"] = _measure(options, {"ours": ["step", "teacher", "teacher_eager"],
+                                           "paddlenlp": ["step", "teacher"]})
+    if options["students"]:
+        shapes = {"default": {}} | ({"paper": PAPER_TEACHER} if options["paper_teacher"] else {})
+        results["students"] = {}
+        for label, teacher in shapes.items():
+            o = dict(options, **teacher)
+            names = options["students"]
+            requests = ["multi", "teacher"] + [f"single:{n}" for n in names] + [f"student:{n}" for n in names]
+            results["students"][label] = {"options": o, **_measure(o, {"multi": requests})["multi"]}
+    results["load_average"].append(_load_average())
+    return results
+
+
+def _measure(options: dict, plan: dict) -> dict:
+    """Start one subprocess per side of ``plan`` ({side: [requests]}); for each request kind,
+    ``warmup + steps`` rounds in which every side that has it answers once, taking turns."""
+    children = {side: _Child(side, options) for side in plan}
     try:
-        results = {impl: child.wait_ready() for impl, child in children.items()}
-        for impl in IMPLEMENTATIONS:
-            _note(f"{impl}: loss check {results[impl]['check_loss']:.6g}")
-            results[impl].update(step_times=[], step_cpu_times=[], losses=[], teacher_forward_times=[])
+        results = {side: child.wait_ready() for side, child in children.items()}
+        for side in plan:
+            _note(f"{side}: loss check {results[side]['check_loss']:.6g}; {results[side].get('engine', '')}")
+            results[side]["times"] = {}
+        kinds = list(dict.fromkeys(kind for requests in plan.values() for kind in requests))
         rounds = options["warmup"] + options["steps"]
-        for what in ("step", "teacher"):
+        for kind in kinds:
+            sides = [side for side in plan if kind in plan[side]]
             for i in range(rounds):
-                # alternate who goes first, so that a change in background load hits both alike
-                for impl in IMPLEMENTATIONS[:: 1 if i % 2 == 0 else -1]:
-                    # the other process's OpenMP threads spin for a while after its request
-                    # (Intel OpenMP: KMP_BLOCKTIME, 200 ms); let them go idle first
-                    time.sleep(_SETTLE_SECONDS)
-                    reply = children[impl].ask(what)
+                for side in sides[:: 1 if i % 2 == 0 else -1]:  # alternate who goes first
+                    time.sleep(_SETTLE_SECONDS)  # let the other side's OpenMP threads go idle
+                    reply = children[side].ask(kind)
                     timed = i >= options["warmup"]
-                    r = results[impl]
-                    if what == "step":
-                        r["losses"].append(reply["loss"])
-                        _note(f"{impl}: {'step' if timed else 'warm-up step'} {i + 1}/{rounds}: "
-                              f"{reply['seconds']:.3f} s, loss {reply['loss']:.4f}")
+                    _note(f"{side}: {kind} {'' if timed else '(warm-up) '}{i + 1}/{rounds}: {reply['seconds']:.3f} s")
                     if timed:
-                        r["step_times" if what == "step" else "teacher_forward_times"].append(reply["seconds"])
-                        if what == "step":
-                            r["step_cpu_times"].append(reply["cpu_seconds"])
-        for impl, child in children.items():
+                        results[side]["times"].setdefault(kind, []).append(reply["seconds"])
+        for child in children.values():
             child.close()
     finally:
         for child in children.values():
             child.kill()
-    tokens = options["batch"] * options["seq"]
-    for impl, r in results.items():
-        r["step_seconds"] = statistics.median(r["step_times"])
-        r["tokens_per_second"] = tokens / r["step_seconds"]
-        r["teacher_forward_seconds"] = statistics.median(r["teacher_forward_times"])
-        r["step_cpu_seconds"] = statistics.median(r["step_cpu_times"])
-        _note(f"{impl}: median {r['step_seconds']:.3f} s/step, teacher forward {r['teacher_forward_seconds']:.3f} s")
-        r["load_average"] = [load_before, _load_average()]
+    for side in plan:
+        results[side]["median"] = {kind: statistics.median(t) for kind, t in results[side]["times"].items()}
     return results
+
+
+def cpu_features() -> dict:
+    """The CPU model and the instruction sets that matter for these kernels (Linux /proc/cpuinfo)."""
+    flags, model = set(), platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    wanted = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
+              "avx512_bf16": "AVX512-BF16", "amx_tile": "AMX"}
+    return {"model": model, "features": [label for flag, label in wanted.items() if flag in flags]}
 
 
 def _load_average():
@@ -173,30 +233,30 @@ def _note(message: str) -> None:
 
 
 class _Child:
-    """One implementation in a subprocess: it builds its models, then runs one step or one
-    teacher forward per request (a line on its stdin) and answers with a ``_REPLY`` line."""
+    """One side in a subprocess (``distill_sides``): it builds its models, then answers one
+    request per line on its stdin with a ``REPLY`` line."""
 
-    def __init__(self, impl: str, options: dict):
-        self.impl = impl
+    def __init__(self, side: str, options: dict):
+        self.side = side
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env.pop("OMP_NUM_THREADS", None)  # the child sets it from --threads before importing Paddle
         env.pop("MKL_NUM_THREADS", None)
         env.setdefault("PYTHONWARNINGS", "ignore")
-        command = [sys.executable, "-m", "ernie_tiny.benchmarks.distill_speed", "--impl", impl,
+        command = [sys.executable, "-m", "ernie_tiny.benchmarks.distill_sides", "--side", side,
                    "--options", json.dumps(options)]
-        _note(f"{impl}: starting")
+        _note(f"{side}: starting")
         self.output = []
         self.proc = subprocess.Popen(command, env=env, cwd=str(_ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
 
     def _reply(self) -> dict:
         for line in self.proc.stdout:
-            if line.startswith(_REPLY):
-                return json.loads(line[len(_REPLY):])
+            if line.startswith(REPLY):
+                return json.loads(line[len(REPLY):])
             self.output.append(line)
         self.proc.wait()
-        raise RuntimeError(f"the {self.impl} benchmark failed (exit code {self.proc.returncode}):\n"
+        raise RuntimeError(f"the {self.side} benchmark side failed (exit code {self.proc.returncode}):\n"
                            + "".join(self.output[-60:]))
 
     def wait_ready(self) -> dict:
@@ -211,7 +271,7 @@ class _Child:
         self.proc.stdin.close()
         self.proc.stdout.read()
         if self.proc.wait(timeout=60) != 0:
-            raise RuntimeError(f"the {self.impl} benchmark exited with code {self.proc.returncode}")
+            raise RuntimeError(f"the {self.side} benchmark side exited with code {self.proc.returncode}")
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -219,244 +279,97 @@ class _Child:
             self.proc.wait()
 
 
+# ---------------------------------------------------------------- the report
+
+def _sizes(o: dict) -> str:
+    return (f"teacher {o['teacher_layers']}L-{o['teacher_hidden']}H-{o['teacher_heads']}A (FFN "
+            f"{o['teacher_intermediate']}), distilled layer {o['teacher_layer'] % o['teacher_layers']} (0-based); "
+            f"{o['relation_heads']} relation heads; vocabulary {o['vocab']}; batch {o['batch']} x {o['seq']} tokens")
+
+
 def format_report(options: dict, results: dict, wall_seconds: float | None = None) -> str:
     o = options
     tokens = o["batch"] * o["seq"]
-    teacher_layer = o["teacher_layer"] % o["teacher_layers"]
-    first = results[IMPLEMENTATIONS[0]]
+    ours, base = results["versus"]["ours"], results["versus"]["paddlenlp"]
+    om, bm = ours["median"], base["median"]
+    ratio = bm["step"] / om["step"]
+    flops = step_flops(o)
+    rate = ours["matmul_gflops"]
+    loss_diff = abs(ours["check_loss"] - base["check_loss"]) / max(abs(base["check_loss"]), 1e-12)
+    same_weights = ours["weights_fingerprint"] == base["weights_fingerprint"]
     lines = [
         "## Distillation training step: ours vs PaddleNLP `to_distill` + `calc_minilm_loss`",
         "",
-        f"Teacher {o['teacher_layers']} layers, hidden {o['teacher_hidden']}, {o['teacher_heads']} heads, "
-        f"FFN {o['teacher_intermediate']}, distilled layer {teacher_layer} (0-based); "
-        f"student {o['student_layers']} layers, hidden {o['student_hidden']}, {o['student_heads']} heads, "
-        f"FFN {o['student_intermediate']}, last layer distilled; vocabulary {o['vocab']}; "
-        f"{o['relation_heads']} relation heads. Random weights; batch {o['batch']} x {o['seq']} tokens "
-        f"= {tokens} tokens/step, no padding. Median of {o['steps']} timed steps after {o['warmup']} warm-up.",
+        f"{_sizes(o)}; student {o['student_layers']}L-{o['student_hidden']}H-{o['student_heads']}A (FFN "
+        f"{o['student_intermediate']}), last layer distilled. Random weights, no padding. Median of {o['steps']} "
+        f"timed steps after {o['warmup']} warm-up, the two sides taking turns.",
         "",
         "| implementation | s/step | tokens/s | teacher forward s |",
         "|---|---:|---:|---:|",
-    ]
-    for impl in IMPLEMENTATIONS:
-        r = results[impl]
-        lines.append(f"| {impl} | {r['step_seconds']:.3f} | {r['tokens_per_second']:.1f} "
-                     f"| {r['teacher_forward_seconds']:.3f} |")
-    ours, base = results["ours"], results["paddlenlp"]
-    ratio = ours["tokens_per_second"] / base["tokens_per_second"]
-    loss_diff = abs(ours["check_loss"] - base["check_loss"]) / max(abs(base["check_loss"]), 1e-12)
-    same_weights = ours["weights_fingerprint"] == base["weights_fingerprint"]
-    lines += [
+        f"| ours | {om['step']:.3f} | {tokens / om['step']:.1f} | {om['teacher']:.3f} |",
+        f"| paddlenlp | {bm['step']:.3f} | {tokens / bm['step']:.1f} | {bm['teacher']:.3f} |",
         "",
-        f"Speed ratio ours/paddlenlp: {ratio:.2f}x (tokens/s). Teacher forward time ours/paddlenlp: "
-        f"{ours['teacher_forward_seconds'] / base['teacher_forward_seconds']:.2f}. CPU time per step (all "
-        f"threads, median; less sensitive to other load on the machine): ours {ours['step_cpu_seconds']:.2f} s, "
-        f"paddlenlp {base['step_cpu_seconds']:.2f} s, ratio paddlenlp/ours "
-        f"{base['step_cpu_seconds'] / ours['step_cpu_seconds']:.2f}.",
+        f"**Speed ratio ours/paddlenlp: {ratio:.2f}x** (tokens/s). Our teacher: {ours['engine']}.",
+        "",
+        f"Teacher forward alone (ours, up to the distilled layer's Q/K/V): eager {om['teacher_eager']:.3f} s, "
+        f"compiled {om['teacher']:.3f} s ({om['teacher_eager'] / om['teacher']:.2f}x faster).",
+        "",
+        f"FLOPs per step (matmuls, from the sizes): ours {flops['total'] / 1e9:.1f} GFLOP (teacher "
+        f"{flops['teacher'] / 1e9:.1f}, student forward + backward {flops['student'] / 1e9:.1f}); "
+        f"{flops['total'] / om['step'] / 1e9:.1f} GFLOP/s = {100 * flops['total'] / om['step'] / 1e9 / rate:.0f}% of "
+        f"this machine's measured Paddle 2048^3 float32 matmul rate ({rate:.1f} GFLOP/s).",
         "",
         f"Loss check (same weights{'' if same_weights else ' NOT CONFIRMED: fingerprints differ'}, same batch, "
         f"student in eval mode): ours {ours['check_loss']:.6g}, paddlenlp {base['check_loss']:.6g} "
         f"(relative difference {loss_diff:.1e}).",
         "",
-        f"Machine: {os.cpu_count()} CPUs ({_available_cores()} available), {first['threads']} threads, "
-        f"Paddle {first['paddle_version']}, PaddleNLP {first['paddlenlp_version']}, "
-        f"Python {platform.python_version()}, {platform.machine()} {platform.processor() or ''}".rstrip()
+    ]
+    for label, r in results.get("students", {}).items():
+        lines += _students_section(label, r)
+    cpu = results.get("cpu", {})
+    load = results.get("load_average", [None, None])
+    lines += [
+        f"Machine: {cpu.get('model', platform.machine())} ({', '.join(cpu.get('features', [])) or 'no AVX2'}), "
+        f"{os.cpu_count()} CPUs ({_available_cores()} available), {ours['threads']} threads, "
+        f"Paddle {ours['paddle_version']}, PaddleNLP {ours['paddlenlp_version']}, Python {platform.python_version()}"
         + (f"; wall time {wall_seconds:.0f} s" if wall_seconds is not None else "")
-        + (f"; 1-minute load average {first['load_average'][0]} before, {first['load_average'][1]} after "
-           f"(the benchmark itself adds about {first['threads']})." if first.get("load_average") else "."),
+        + (f"; 1-minute load average {load[0]} before, {load[-1]} after." if load[0] is not None else "."),
         "",
     ]
     return "\n".join(lines)
 
 
+def _students_section(label: str, r: dict) -> list:
+    o, m = r["options"], r["median"]
+    names = o["students"]
+    own = sum(m[f"student:{n}"] for n in names)
+    budget = m["teacher"] + own
+    separate = sum(m[f"single:{n}"] for n in names)
+    verdict = "within" if m["multi"] <= BUDGET * budget else "OVER"
+    title = "the paper's teacher shape" if label == "paper" else "the default teacher"
+    lines = [
+        f"### {len(names)} students from one teacher pass: {title}",
+        "",
+        f"{_sizes(o)}; students " + ", ".join(
+            f"{n} {STUDENT_SHAPES[n][0]}L-{STUDENT_SHAPES[n][1]}H-{STUDENT_SHAPES[n][2]}A" for n in names)
+        + f". {r['engine']}.",
+        "",
+        "| step | s |",
+        "|---|---:|",
+        f"| teacher forward (compiled) | {m['teacher']:.3f} |",
+    ]
+    lines += [f"| {n}: its own step (teacher Q/K/V given) | {m[f'student:{n}']:.3f} |" for n in names]
+    lines += [f"| {n}: a separate run's step (teacher + {n}) | {m[f'single:{n}']:.3f} |" for n in names]
+    lines += [
+        f"| **all {len(names)} in one run** | **{m['multi']:.3f}** |",
+        "",
+        f"One run of {len(names)} students: {m['multi']:.3f} s/step against one teacher forward plus their own steps "
+        f"{budget:.3f} s: {m['multi'] / budget:.3f}x ({verdict} the +{100 * (BUDGET - 1):.0f}% budget). Against "
+        f"{len(names)} separate runs ({separate:.3f} s): **{m['multi'] / separate:.2f}x**.",
+        "",
+    ]
+    return lines
+
+
 def _available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-# ---------------------------------------------------------------- child process (one implementation)
-
-class _Vocabulary:
-    """What ``recipe.build_models`` reads from a tokenizer: its size and padding id."""
-
-    def __init__(self, size: int):
-        self.size, self.pad_token_id = size, PAD_TOKEN_ID
-
-    def __len__(self) -> int:
-        return self.size
-
-
-def distill_config(o: dict):
-    from ernie_tiny.config import validate_config
-    from ernie_tiny.distill.schema import DistillConfig
-
-    def model(role: str) -> dict:
-        return {"num_layers": o[f"{role}_layers"], "hidden_size": o[f"{role}_hidden"],
-                "num_heads": o[f"{role}_heads"], "intermediate_size": o[f"{role}_intermediate"],
-                "vocab_size": o["vocab"]}
-
-    return validate_config(DistillConfig, {
-        "Global": {"device": "cpu", "seed": SEED, "num_threads": o["threads"]},
-        "Tokenizer": {"source": "corpus"},
-        "Teacher": model("teacher"),
-        "Student": model("student"),
-        "Distill": {"teacher_layer": o["teacher_layer"], "student_layer": -1, "relation_heads": o["relation_heads"]},
-        "Train": {"batch_size": o["batch"], "max_steps": o["warmup"] + o["steps"] + 1},
-    }, "<benchmark options>")
-
-
-def prepare(impl: str, o: dict):
-    """Build one implementation and check its loss once; returns (facts about it, a function
-    that runs and times the next training step or teacher forward on request)."""
-    import numpy as np
-    import paddle
-    import paddlenlp
-
-    from ernie_tiny import runtime
-    from ernie_tiny.distill.recipe import RELATIONS, build_models
-    from ernie_tiny.training import build_optimizer
-
-    paddle.set_device("cpu")
-    config = distill_config(o)
-    runtime.seed_everything(SEED)
-    teacher, student = build_models(config, _Vocabulary(o["vocab"]))
-    fingerprint = sum(float(np.abs(p.numpy().astype(np.float64)).sum())
-                      for model in (teacher, student) for p in model.parameters())
-    rng = np.random.RandomState(SEED)
-    batches = [rng.randint(PAD_TOKEN_ID + 1, o["vocab"], size=(o["batch"], o["seq"])).astype("int64")
-               for _ in range(o["warmup"] + o["steps"])]
-    R = config.Distill.relation_heads
-
-    if impl == "ours":
-        from ernie_tiny.distill.loss import relation_losses
-        from ernie_tiny.modeling import QKVExtractor
-
-        teacher_qkv = QKVExtractor(teacher, config.Distill.teacher_layer)
-        student_qkv = QKVExtractor(student, config.Distill.student_layer)
-        optimizer, scheduler = build_optimizer(config.Optimizer, config.Train.max_steps, student_qkv)
-
-        def teacher_forward(ids, mask):
-            with paddle.no_grad():
-                return teacher_qkv(ids, mask)
-
-        def loss_terms(ids):
-            # recipe.run's micro_step: packed sequences have no padding
-            mask = paddle.ones(ids.shape, dtype="int64")
-            t_qkv = teacher_forward(ids, mask)
-            s_qkv = student_qkv(ids, mask)
-            return dict(zip(RELATIONS, relation_losses(s_qkv, t_qkv, mask, R)))
-
-        def train_step(batch):
-            # Trainer.fit with one micro-step per step, in float32
-            losses = loss_terms(paddle.to_tensor(batch))
-            loss = paddle.add_n(list(losses.values()))
-            loss.backward()
-            value = sum(float(x) for x in losses.values())
-            optimizer.step()
-            optimizer.clear_grad()
-            scheduler.step()
-            return value
-
-        def check_loss(batch):
-            return sum(float(x) for x in loss_terms(paddle.to_tensor(batch)).values())
-
-        def time_teacher(batch):
-            ids = paddle.to_tensor(batch)
-            teacher_forward(ids, paddle.ones(ids.shape, dtype="int64"))
-            return None
-
-    elif impl == "paddlenlp":
-        from paddlenlp.transformers.distill_utils import calc_minilm_loss, to_distill
-
-        teacher = to_distill(teacher, return_qkv=True, layer_index=config.Distill.teacher_layer % o["teacher_layers"])
-        student = to_distill(student, return_qkv=True, layer_index=config.Distill.student_layer % o["student_layers"])
-        optimizer, scheduler = build_optimizer(config.Optimizer, config.Train.max_steps, student)
-        kl_loss_fct = paddle.nn.KLDivLoss(reduction="sum")
-
-        def loss_terms(ids):
-            # as in PaddleNLP's MiniLMv2 example (examples/model_compression/minilmv2/general_distill.py)
-            attn_mask = paddle.unsqueeze((ids == PAD_TOKEN_ID).astype(paddle.get_default_dtype()) * -1e9, axis=[1, 2])
-            student(ids)
-            with paddle.no_grad():
-                teacher(ids)
-            t, s = teacher.outputs, student.outputs
-            return [calc_minilm_loss(kl_loss_fct, s.q, t.q, attn_mask, R),
-                    calc_minilm_loss(kl_loss_fct, s.k, t.k, attn_mask, R),
-                    calc_minilm_loss(kl_loss_fct, s.v, t.v, attn_mask, R)]
-
-        def total(ids):
-            batch_size, seq_len = ids.shape
-            return paddle.add_n(loss_terms(ids)) / (R * seq_len * batch_size)
-
-        def train_step(batch):
-            loss = total(paddle.to_tensor(batch))
-            loss.backward()
-            value = float(loss)
-            optimizer.step()
-            optimizer.clear_grad()
-            scheduler.step()
-            return value
-
-        def check_loss(batch):
-            return float(total(paddle.to_tensor(batch)))
-
-        def time_teacher(batch):
-            with paddle.no_grad():
-                teacher(paddle.to_tensor(batch))
-            return None
-
-    else:
-        raise ValueError(f"unknown implementation {impl!r}")
-
-    # the correctness guard: the loss on the first batch, without dropout, before any update
-    student.eval()
-    with paddle.no_grad():
-        reference_loss = check_loss(batches[0])
-    student.train()
-
-    def timed(function, batch):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        value = function(batch)
-        return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
-                "loss": value}
-
-    info = {
-        "impl": impl,
-        "check_loss": reference_loss,
-        "weights_fingerprint": fingerprint,
-        "threads": int(os.environ["OMP_NUM_THREADS"]),
-        "paddle_version": paddle.__version__,
-        "paddlenlp_version": paddlenlp.__version__,
-    }
-    counters = {"step": 0, "teacher": 0}
-    actions = {"step": train_step, "teacher": time_teacher}
-
-    def serve(what: str) -> dict:
-        i = counters[what]
-        counters[what] += 1
-        return timed(actions[what], batches[i % len(batches)])
-
-    return info, serve
-
-
-def _child_main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="one side of the distill benchmark (run by the parent)")
-    parser.add_argument("--impl", choices=IMPLEMENTATIONS, required=True)
-    parser.add_argument("--options", required=True, help="the benchmark options as JSON")
-    args = parser.parse_args(argv)
-    options = json.loads(args.options)
-    from ernie_tiny.runtime import configure_threads
-
-    configure_threads(options["threads"])  # before Paddle is imported
-
-    def reply(message: dict) -> None:
-        sys.stdout.write(_REPLY + json.dumps(message) + "\n")
-        sys.stdout.flush()
-
-    info, serve = prepare(args.impl, options)
-    reply(info)
-    for line in sys.stdin:  # one request per line: "step" or "teacher"; end of input: done
-        reply(serve(line.strip()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child_main())

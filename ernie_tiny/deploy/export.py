@@ -26,6 +26,7 @@ every check passed, so a failed export leaves no half-checked model behind.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -130,6 +131,12 @@ def compare(name: str, backend, reference: List[np.ndarray], batches: List[dict]
 
 
 def export_onnx(tmp: Path, files: dict, opset: int) -> str:
+    # paddle2onnx's constant folding (Polygraphy) sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and then
+    # pip-installs what it misses while it runs; Polygraphy reads that setting once, at import, so
+    # importing it first with the setting off means nothing is ever installed at run time (the
+    # packages it needs are named in setup.py)
+    os.environ["POLYGRAPHY_AUTOINSTALL_DEPS"] = "0"
+    import polygraphy.config  # noqa: F401
     import paddle2onnx
 
     paddle2onnx.export(str(tmp / files["model"]), str(tmp / files["params"]), str(tmp / "model.onnx"),

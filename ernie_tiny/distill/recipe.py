@@ -77,6 +77,7 @@ def save_students(output_dir: Path, students: dict, tokenizer, config: DistillCo
 def build_teacher(config: DistillConfig, rt, output_dir: Path, teacher, check_ids: np.ndarray):
     """The teacher engine ``Distill.teacher_engine`` asks for (see ``teacher_engine``), checked on
     ``check_ids``; the resolved choice is written back into ``config.yaml``."""
+    output_dir = Path(output_dir)
     ids = paddle.to_tensor(check_ids)
     engine = build_engine(config.Distill.teacher_engine, QKVExtractor(teacher, config.Distill.teacher_layer),
                           config.Distill.teacher_layer, output_dir, (ids, paddle.ones(ids.shape, dtype="int64")),

@@ -104,8 +104,13 @@ def export_graph(extractor: paddle.nn.Layer, directory: Path) -> Path:
     for name in ("embeddings", "layers", "pre_norm", "q_proj", "k_proj", "v_proj"):
         setattr(copy, name, getattr(extractor, name))
     copy.eval()
-    # InputSpec names must match forward's argument names
-    specs = [InputSpec([None, None], "int64", "input_ids"), InputSpec([None, None], "int64", "attention_mask")]
+    # InputSpec names must match forward's argument names; the distilled layer's own Q/K/V do
+    # not read the mask, so a graph without layers below it takes the ids alone
+    specs = [InputSpec([None, None], "int64", "input_ids")]
+    if len(copy.layers):
+        specs.append(InputSpec([None, None], "int64", "attention_mask"))
+    else:
+        copy = _IdsOnly(copy)
     static = paddle.jit.to_static(copy, input_spec=specs, full_graph=True)
     paddle.jit.save(static, str(tmp / "model"))
     if not (tmp / MODEL_FILE).is_file():  # Paddle 2.x writes model.pdmodel instead of model.json
@@ -116,6 +121,17 @@ def export_graph(extractor: paddle.nn.Layer, directory: Path) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, directory)
     return directory
+
+
+class _IdsOnly(paddle.nn.Layer):
+    """An extractor of layer 0 (nothing below it reads the mask) as a graph of the ids alone."""
+
+    def __init__(self, extractor):
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, input_ids):
+        return self.extractor(input_ids, paddle.ones_like(input_ids))
 
 
 def load_predictor(directory: Path, device: str, threads: int, precision: str = "float32"):
@@ -137,7 +153,7 @@ def load_predictor(directory: Path, device: str, threads: int, precision: str = 
         config.set_cpu_math_library_num_threads(threads)
     predictor = pi.create_predictor(config)
     names = predictor.get_input_names()
-    if sorted(names) != ["attention_mask", "input_ids"]:
+    if not set(names) <= {"attention_mask", "input_ids"} or "input_ids" not in names:
         raise TeacherEngineError(f"the saved teacher takes inputs {names}, not input_ids and attention_mask")
 
     def forward(input_ids: paddle.Tensor, attention_mask: paddle.Tensor) -> Tuple[paddle.Tensor, ...]:
