@@ -80,9 +80,9 @@ class Trainer:
         self.resumed_from: Optional[Path] = None
 
     def resume(self) -> int:
-        """Continue from ``Train.resume`` ('auto': the newest checkpoint in the output dir)."""
+        """Continue from ``Train.resume`` ('auto': the newest checkpoint in the output dir, as rank 0 sees it)."""
         source = self.train.resume
-        found = checkpoint.latest_checkpoint(self.output_dir) if source == "auto" else (
+        found = checkpoint.agreed_latest_checkpoint(self.rt, self.output_dir) if source == "auto" else (
             None if source == "never" else Path(source))
         if found is not None:
             self.state = checkpoint.load_checkpoint(self.rt, found, self.model, self.optimizer, self.scaler)

@@ -1,0 +1,134 @@
+"""The GPU and multi-node paths, run on CPU as far as their logic goes (issue 13): which GPU a
+process takes, AMP refused where the GPU lacks it, RNG state that resumes under another layout,
+and the start-up check that all ranks share the output directory."""
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+from ernie_tiny import checkpoint, runtime
+from ernie_tiny.runtime import AmpUnsupportedError, Runtime, check_amp_supported, gpu_device_id
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- point 2: the device a launched process takes ----
+
+def launcher_env(gpus: str, local_rank: int) -> dict:
+    """What ``paddle.distributed.launch --gpus <gpus>`` sets for one process (controllers/collective.py):
+    FLAGS_selected_gpus is that process's GPU; CUDA_VISIBLE_DEVICES is left alone."""
+    selected = gpus.split(",")[local_rank]
+    return {"FLAGS_selected_gpus": selected, "PADDLE_LOCAL_RANK": str(local_rank),
+            "PADDLE_TRAINER_ID": str(local_rank), "PADDLE_TRAINERS_NUM": str(len(gpus.split(",")))}
+
+
+@pytest.mark.parametrize("gpus, local_rank, expected", [
+    ("4,5,6,7", 0, 4), ("4,5,6,7", 2, 6),  # evaluation never calls init_parallel_env: this is its GPU
+    ("3", 0, 3),                            # one process on GPU 3, not gpu:0
+    ("0,1", 1, 1),
+])
+def test_device_is_the_launchers_selected_gpu_not_the_local_rank(gpus, local_rank, expected):
+    assert gpu_device_id(launcher_env(gpus, local_rank)) == expected
+
+
+def test_device_without_the_launcher_is_gpu_0_and_bad_flags_are_named():
+    assert gpu_device_id({}) == 0
+    assert gpu_device_id({"FLAGS_selected_gpus": "2,3"}) == 2  # several per process: the first, as ParallelEnv
+    with pytest.raises(RuntimeError, match="FLAGS_selected_gpus='gpu1'"):
+        gpu_device_id({"FLAGS_selected_gpus": "gpu1"})
+
+
+# ---- point 7: AMP the GPU cannot run is refused, not silently turned off ----
+
+@pytest.mark.parametrize("amp, fp16, bf16", [
+    ("off", False, False), ("fp16", True, False), ("fp16", True, True), ("bf16", True, True),
+])
+def test_amp_the_gpu_supports_is_accepted(amp, fp16, bf16):
+    check_amp_supported(amp, fp16, bf16, "GPU X")
+
+
+@pytest.mark.parametrize("amp, fp16, bf16, suggestion", [
+    ("bf16", True, False, "Set Train.amp to 'fp16' or 'off'"),   # V100, T4: capability 7.x
+    ("fp16", False, False, "Set Train.amp to 'off'"),            # P100: capability 6.0
+    ("bf16", False, False, "it supports neither fp16 nor bf16"),
+])
+def test_amp_the_gpu_lacks_is_refused_naming_the_key_and_what_the_gpu_supports(amp, fp16, bf16, suggestion):
+    with pytest.raises(AmpUnsupportedError) as err:
+        check_amp_supported(amp, fp16, bf16, "Tesla V100 (compute capability 7.0)")
+    message = str(err.value)
+    assert f"Train.amp={amp}" in message and "Tesla V100 (compute capability 7.0)" in message
+    assert suggestion in message
+
+
+def test_amp_on_cpu_falls_back_to_float32_with_a_warning(capsys):
+    assert runtime.resolve_amp("bf16", "cpu") == "off"
+    assert "Train.amp=bf16 needs a GPU" in capsys.readouterr().err
+
+
+# ---- point 3: RNG state without pickle, resumable under another layout ----
+
+def draws() -> tuple:
+    return random.random(), float(np.random.rand()), paddle.rand([3]).numpy().tolist()
+
+
+def test_rng_state_is_plain_json_and_restores_every_generator_exactly(tmp_path):
+    runtime.seed_everything(5)
+    draws()
+    path = checkpoint.save_rng_state(Runtime("cpu", 0, 1), tmp_path)
+    assert path.name == "rng_rank0.json"
+    json.loads(path.read_text())  # plain JSON, nothing to unpickle
+    expected = draws()
+    runtime.seed_everything(99)
+    assert checkpoint.restore_rng_state(Runtime("cpu", 0, 1), tmp_path) == ""  # same layout: exact, nothing to say
+    assert draws() == expected
+
+
+def test_a_two_rank_state_resumes_in_a_one_rank_run_saying_what_is_not_reproduced(tmp_path):
+    runtime.seed_everything(1)
+    checkpoint.save_rng_state(Runtime("cpu", 0, 2), tmp_path)
+    expected = draws()
+    runtime.seed_everything(2)
+    checkpoint.save_rng_state(Runtime("cpu", 1, 2), tmp_path)
+    message = checkpoint.restore_rng_state(Runtime("cpu", 0, 1), tmp_path)
+    assert draws() == expected  # rank 0's own state came back
+    assert "saved by 2 rank(s)" in message and "resumed by 1" in message
+    assert "Not reproduced: the random streams of ranks 1-1" in message
+
+
+def test_a_gpu_state_resumes_on_cpu_restoring_the_cpu_generator(tmp_path):
+    """Saved on GPU 5 of 8: the file holds the CPU generator and GPU 5's only (not a list of
+    8 that set_rng_state would refuse on another GPU count); on CPU the GPU part is named as
+    not restored."""
+    runtime.seed_everything(3)
+    path = checkpoint.save_rng_state(Runtime("cpu", 0, 1), tmp_path)
+    saved = json.loads(path.read_text())
+    saved.update(device="gpu:5", paddle_gpu=saved["paddle_cpu"][:1] + [3, 0, saved["paddle_cpu"][3]])
+    saved["paddle_gpu"][0] = 5
+    path.write_text(json.dumps(saved))
+    expected = draws()
+    runtime.seed_everything(4)
+    message = checkpoint.restore_rng_state(Runtime("cpu", 0, 1), tmp_path)
+    assert draws() == expected
+    assert "saved by 1 rank(s) on gpu:5" in message and "the GPU generator (saved on gpu:5; this run is on cpu)" in message
+
+
+def test_pickled_rng_of_old_checkpoints_is_read_only_when_trusted(tmp_path, monkeypatch):
+    import pickle
+
+    runtime.seed_everything(6)
+    (tmp_path / "rng_rank0.pkl").write_bytes(pickle.dumps({
+        "python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}))
+    expected = draws()
+    monkeypatch.delenv(checkpoint.TRUST_PICKLE_ENV, raising=False)
+    with pytest.raises(RuntimeError, match=f"resume with {checkpoint.TRUST_PICKLE_ENV}=1"):
+        checkpoint.restore_rng_state(Runtime("cpu", 0, 1), tmp_path)
+    monkeypatch.setenv(checkpoint.TRUST_PICKLE_ENV, "1")
+    runtime.seed_everything(7)
+    assert checkpoint.restore_rng_state(Runtime("cpu", 0, 1), tmp_path) == ""
+    assert draws() == expected
