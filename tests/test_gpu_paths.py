@@ -132,3 +132,53 @@ def test_pickled_rng_of_old_checkpoints_is_read_only_when_trusted(tmp_path, monk
     runtime.seed_everything(7)
     assert checkpoint.restore_rng_state(Runtime("cpu", 0, 1), tmp_path) == ""
     assert draws() == expected
+
+
+# ---- point 5: a run whose ranks do not share Global.output_dir stops at start-up ----
+
+START_STAGE = """\
+import os, sys
+sys.path.insert(0, {root!r})
+from ernie_tiny.runtime import configure_threads
+configure_threads()
+from ernie_tiny import runtime
+from ernie_tiny.config import load_config
+from ernie_tiny.distill.schema import DistillConfig
+
+output_dir = sys.argv[2].replace("RANK", os.environ["PADDLE_TRAINER_ID"])
+runtime.start_stage(load_config(DistillConfig, sys.argv[1], ["Global.output_dir=" + output_dir]))
+print("start-up passed", flush=True)
+"""
+
+
+def start_two_ranks(tmp_path: Path, output_dir: str) -> tuple:
+    """``runtime.start_stage`` on 2 CPU ranks under ``paddle.distributed.launch``, each with
+    ``output_dir`` (``RANK`` replaced by its rank): (exit code, every rank's log)."""
+    from test_distill_recipe import write_config
+
+    script = tmp_path / "start_stage.py"
+    script.write_text(START_STAGE.format(root=str(ROOT)))
+    config = write_config(tmp_path, tmp_path / "shards")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("OMP_NUM_THREADS", None)
+    logs = tmp_path / "launch_logs"
+    proc = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+                           "--log_dir", str(logs), str(script), str(config), output_dir],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    return proc.returncode, "\n".join(p.read_text(errors="replace") for p in sorted(logs.glob("workerlog.*")))
+
+
+def test_ranks_with_different_output_directories_stop_at_start_up_naming_it(tmp_path):
+    """As two machines whose local disks each hold an ``output/``: rank 1 cannot see rank 0's marker."""
+    code, logs = start_two_ranks(tmp_path, str(tmp_path / "node_RANK" / "out"))
+    assert code != 0
+    assert "start-up passed" not in logs
+    assert f"Global.output_dir {tmp_path / 'node_0' / 'out'}: rank(s) 1 of 2 do not see the marker" in logs, logs[-3000:]
+    assert "on storage all of them mount at the same path" in logs
+
+
+def test_ranks_sharing_the_output_directory_pass_the_check_and_leave_no_marker(tmp_path):
+    code, logs = start_two_ranks(tmp_path, str(tmp_path / "shared" / "out"))
+    assert code == 0, logs[-3000:]
+    assert logs.count("start-up passed") == 2
+    assert sorted(p.name for p in (tmp_path / "shared" / "out").iterdir()) == ["config.yaml"]
