@@ -36,6 +36,16 @@ def build_optimizer(opt: OptimizerSection, max_steps: int, layer: paddle.nn.Laye
     return optimizer, scheduler
 
 
+def read_scalars(values: Dict[str, paddle.Tensor]) -> Dict[str, float]:
+    """Device scalars -> host floats, in one transfer. Reading a device value back waits for
+    the device to finish everything queued before it, so the training loop reads only through
+    this function, and only when it logs (the tests count the calls)."""
+    if not values:
+        return {}
+    stacked = paddle.stack([v.reshape([]).astype("float64") for v in values.values()]).numpy()
+    return dict(zip(values, stacked.tolist()))
+
+
 def parameters_fingerprint(layer: paddle.nn.Layer) -> float:
     """A float64 sum over all parameters: equal on every rank when data parallelism is right."""
     return float(sum(np.abs(p.numpy().astype(np.float64)).sum() for p in layer.parameters()))
@@ -98,7 +108,14 @@ class Trainer:
 
     def fit(self, micro_step: Callable[[], Dict[str, paddle.Tensor]],
             after_step: Optional[Callable[[int], Dict[str, float]]] = None, banner: str = "") -> None:
-        """The loop. ``after_step(step)`` may return extra scalars to log (e.g. dev scores)."""
+        """The loop. ``after_step(step)`` may return extra scalars to log (e.g. dev scores).
+
+        The losses stay on the device: each step adds its losses (the mean over its micro-steps,
+        detached) to running totals, which are read back (``read_scalars``, one device sync)
+        only when a line is logged: every ``Train.log_every`` steps, at the last step, and when
+        ``after_step`` returned scalars. Each logged ``loss``/``loss_<name>`` is the mean of the
+        per-step losses over the steps since the previous log line; the progress bar shows the
+        last logged values."""
         train = self.train
         monitor = TrainMonitor(self.output_dir, train.max_steps, self.step, enabled=self.rt.is_main, desc=self.desc)
         if self.resumed_from is not None:
@@ -107,9 +124,10 @@ class Trainer:
             monitor.write(banner)
         self.model.train()
         window_start, window_steps = time.time(), 0
+        window_totals: Dict[str, paddle.Tensor] = {}  # per-step losses summed since the last log, on the device
+        shown: Dict[str, float] = {}  # the last logged losses, for the progress bar
         try:
             while self.step < train.max_steps:
-                totals: Dict[str, float] = {}
                 for micro in range(train.accumulate_steps):
                     last = micro == train.accumulate_steps - 1
                     no_sync = self.layer.no_sync() if self.wrapped and not last else contextlib.nullcontext()
@@ -119,7 +137,8 @@ class Trainer:
                         loss = paddle.add_n(list(losses.values())) / train.accumulate_steps
                         (self.scaler.scale(loss) if self.scaler else loss).backward()
                     for name, value in losses.items():
-                        totals[name] = totals.get(name, 0.0) + float(value) / train.accumulate_steps
+                        share = value.detach() / train.accumulate_steps
+                        window_totals[name] = window_totals[name] + share if name in window_totals else share
                 if self.all_reduce:
                     fused_allreduce_gradients(list(self.layer.parameters()), None)
                 if self.scaler:
@@ -134,15 +153,15 @@ class Trainer:
                 self.state["tokens"] += self.tokens_per_step
                 now = time.time()
                 speed = window_steps * self.tokens_per_step / max(now - window_start, 1e-9)
-                scalars = {"loss": sum(totals.values()), **{f"loss_{k}": v for k, v in totals.items()}}
-                monitor.step(self.step, speed, scalars)
                 extra = after_step(self.step) if after_step else None
-                if extra:
-                    scalars.update(extra)
                 if self.step % train.log_every == 0 or self.step == train.max_steps or extra:
+                    means = {k: v / window_steps for k, v in read_scalars(window_totals).items()}
+                    shown = {"loss": sum(means.values()), **{f"loss_{k}": v for k, v in means.items()}}
                     self.state["elapsed"] += now - window_start
-                    monitor.log(self.step, {**scalars, "lr": self.optimizer.get_lr(), "tokens_per_second": speed})
-                    window_start, window_steps = time.time(), 0
+                    monitor.log(self.step, {**shown, **(extra or {}), "lr": self.optimizer.get_lr(),
+                                            "tokens_per_second": speed})
+                    window_start, window_steps, window_totals = time.time(), 0, {}
+                monitor.step(self.step, speed, shown)
                 if self.step % train.save_every == 0 or self.step == train.max_steps:
                     self.save()
         finally:

@@ -182,3 +182,54 @@ def test_ranks_sharing_the_output_directory_pass_the_check_and_leave_no_marker(t
     assert code == 0, logs[-3000:]
     assert logs.count("start-up passed") == 2
     assert sorted(p.name for p in (tmp_path / "shared" / "out").iterdir()) == ["config.yaml"]
+
+
+# ---- point 8: the loop reads losses back only when it logs ----
+
+class CountingData:
+    """A data source with the interface the Trainer checkpoints (``state_dict``/``load_state_dict``)."""
+
+    def __init__(self):
+        self.position = 0
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+
+def test_the_loop_reads_losses_back_only_at_logging_steps_and_logs_window_means(tmp_path, monkeypatch):
+    from ernie_tiny import training
+    from ernie_tiny.schema import OptimizerSection, TrainSection
+
+    reads = []
+    real_read = training.read_scalars
+    monkeypatch.setattr(training, "read_scalars", lambda values: reads.append(sorted(values)) or real_read(values))
+    paddle.seed(0)
+    layer = paddle.nn.Linear(4, 1)
+    data = CountingData()
+    inputs = paddle.to_tensor(np.random.default_rng(0).standard_normal((64, 4)).astype("float32"))
+    given = []  # (a, b) of every micro-step, detached: the test's own record, not read by the loop
+
+    def micro_step():
+        x = inputs[data.position % 64:data.position % 64 + 4]
+        data.position += 4
+        out = layer(x)
+        losses = {"a": (out ** 2).mean(), "b": out.abs().mean() * 0.5}
+        given.append([v.detach() for v in losses.values()])
+        return losses
+
+    train = TrainSection(max_steps=7, accumulate_steps=2, log_every=3, save_every=100, batch_size=4)
+    trainer = training.Trainer(Runtime("cpu", 0, 1), tmp_path, train, OptimizerSection(lr=1e-2, warmup_steps=1),
+                               model=layer, trained=layer, data=data, desc="test")
+    trainer.fit(micro_step)
+
+    assert reads == [["a", "b"]] * 3  # steps 3, 6 and 7 (the last): one read each, none per micro-step
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [3, 6, 7]
+    per_step = np.array([[float(v) for v in pair] for pair in given]).reshape(7, 2, 2).mean(axis=1)  # [step, a|b]
+    for row, window in zip(log, (per_step[0:3], per_step[3:6], per_step[6:7])):
+        assert row["loss_a"] == pytest.approx(window[:, 0].mean(), rel=1e-6)
+        assert row["loss_b"] == pytest.approx(window[:, 1].mean(), rel=1e-6)
+        assert row["loss"] == pytest.approx(window.sum(axis=1).mean(), rel=1e-6)

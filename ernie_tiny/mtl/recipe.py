@@ -33,7 +33,7 @@ from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode
 from ernie_tiny.tasks.metrics import score
 from ernie_tiny.tasks.readers import read_split
 from ernie_tiny.tokenization import load_tokenizer
-from ernie_tiny.training import Trainer
+from ernie_tiny.training import Trainer, read_scalars
 
 
 @dataclass
@@ -121,7 +121,7 @@ def run(config: TeacherMTLConfig) -> Path:
                       tokenizer=tokenizer, tokens_per_micro_step=int(train.batch_size * mean_tokens),
                       desc="teacher-mtl", gradient_sync="all_reduce")
     trainer.resume()
-    window: Dict[str, List[float]] = {t.name: [] for t in tasks}  # unweighted losses since the last log
+    window: Dict[str, List[paddle.Tensor]] = {t.name: [] for t in tasks}  # unweighted losses since the last log, on the device
     seen = []  # fingerprint of this rank's first batch, for the data-parallel check
 
     def micro_step():
@@ -134,13 +134,13 @@ def run(config: TeacherMTLConfig) -> Path:
                                token_type_ids=paddle.to_tensor(batch["token_type_ids"]),
                                attention_mask=paddle.to_tensor(batch["attention_mask"]))
         loss = task_loss(logits, paddle.to_tensor(batch["labels"]))
-        window[name].append(float(loss))
+        window[name].append(loss.detach())  # read back only when logged (no device sync per micro-step)
         return {name: loss * task.entry.weight}
 
     def after_step(step: int) -> Dict[str, float]:
         scalars = {}
         if step % train.log_every == 0 or step == train.max_steps:
-            scalars.update({f"train_loss/{name}": float(np.mean(v)) for name, v in window.items() if v})
+            scalars.update(read_scalars({f"train_loss/{name}": paddle.stack(v).mean() for name, v in window.items() if v}))
             for v in window.values():
                 v.clear()
         if step % train.eval_every == 0 or step == train.max_steps:

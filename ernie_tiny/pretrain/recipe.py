@@ -30,7 +30,7 @@ from ernie_tiny.data.sampler import ResumableBatchSampler
 from ernie_tiny.modeling import additive_attention_mask, encoder_config
 from ernie_tiny.pretrain.masking import IGNORE_INDEX, Masker, batch_rng
 from ernie_tiny.pretrain.schema import PretrainConfig
-from ernie_tiny.training import Trainer
+from ernie_tiny.training import Trainer, read_scalars
 
 
 class MaskedLMBody(nn.Layer):
@@ -102,7 +102,8 @@ def run(config: PretrainConfig) -> Path:
                       tokenizer=tokenizer, tokens_per_micro_step=train.batch_size * corpus.seq_len, desc="pretrain")
     trainer.resume()
     seen = []  # fingerprint of this rank's first batch, for the data-parallel check
-    window = {"correct": 0, "masked": 0}  # masked-token accuracy since the last log line
+    window = {"correct": paddle.zeros([], dtype="int64"), "masked": 0}  # masked-token accuracy since the last log line
+    # ("correct" stays on the device and is read when logged: no device sync per micro-step)
 
     def micro_step():
         ids = corpus.batch(sampler.next_batch())
@@ -114,15 +115,15 @@ def run(config: PretrainConfig) -> Path:
         target = paddle.to_tensor(labels.ravel()[positions])
         logits = trainer.layer(paddle.to_tensor(inputs), paddle.to_tensor(positions))
         loss = F.cross_entropy(logits.astype("float32"), target)
-        window["correct"] += int((logits.argmax(axis=-1) == target).astype("int64").sum())
+        window["correct"] = window["correct"] + (logits.argmax(axis=-1) == target).astype("int64").sum().detach()
         window["masked"] += len(positions)
         return {"mlm": loss}
 
     def after_step(step: int):
         if step % train.log_every and step != train.max_steps:
             return None
-        accuracy = window["correct"] / max(window["masked"], 1)
-        window.update(correct=0, masked=0)
+        accuracy = read_scalars({"correct": window["correct"]})["correct"] / max(window["masked"], 1)
+        window.update(correct=paddle.zeros([], dtype="int64"), masked=0)
         return {"mlm_accuracy": accuracy}
 
     m = model.config
