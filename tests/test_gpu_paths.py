@@ -233,3 +233,96 @@ def test_the_loop_reads_losses_back_only_at_logging_steps_and_logs_window_means(
         assert row["loss_a"] == pytest.approx(window[:, 0].mean(), rel=1e-6)
         assert row["loss_b"] == pytest.approx(window[:, 1].mean(), rel=1e-6)
         assert row["loss"] == pytest.approx(window.sum(axis=1).mean(), rel=1e-6)
+
+
+# ---- point 8: the next batch is prepared while the device runs this one ----
+
+def sampler(seed=3):
+    from ernie_tiny.data.sampler import ResumableBatchSampler
+
+    return ResumableBatchSampler(num_samples=50, batch_size=4, rank=0, world_size=1, seed=seed)
+
+
+def test_prefetched_batches_come_in_the_samplers_order():
+    from ernie_tiny.prefetch import Prefetcher
+
+    reference = sampler()
+    expected = [reference.next_batch().tolist() for _ in range(30)]  # crosses epochs (50 samples / 4)
+    source = sampler()
+    batches = Prefetcher(lambda: source.next_batch().tolist(), source, ahead=1)
+    try:
+        assert [batches.next() for _ in range(30)] == expected
+    finally:
+        batches.close()
+
+
+def test_a_checkpoint_taken_while_a_batch_waits_resumes_at_the_first_unconsumed_batch():
+    import time
+
+    from ernie_tiny.prefetch import Prefetcher
+
+    reference = sampler()
+    stream = [reference.next_batch().tolist() for _ in range(20)]
+    source = sampler()
+    batches = Prefetcher(lambda: source.next_batch().tolist(), source, ahead=1)
+    consumed = [batches.next() for _ in range(13)]
+    deadline = time.time() + 5
+    while not batches._queue.full() and time.time() < deadline:  # batch 14 prepared ahead
+        time.sleep(0.01)
+    state = batches.state_dict()
+    assert source.state_dict() != state  # the sampler itself is a batch further on
+    batches.close()
+
+    again = sampler()
+    resumed = Prefetcher(lambda: again.next_batch().tolist(), again, ahead=1)
+    resumed.load_state_dict(state)
+    try:
+        assert consumed + [resumed.next() for _ in range(7)] == stream
+    finally:
+        resumed.close()
+
+
+def test_an_error_while_preparing_a_batch_is_raised_by_next():
+    from ernie_tiny.prefetch import Prefetcher
+
+    source = sampler()
+
+    def broken():
+        raise OSError("shard_00003.bin: unreadable")
+
+    batches = Prefetcher(broken, source, ahead=1)
+    with pytest.raises(OSError, match="unreadable"):
+        batches.next()
+    batches.close()
+
+
+def test_pretraining_with_the_prefetch_thread_resumes_exactly(tmp_path, monkeypatch):
+    """The GPU set-up (ahead=1) of the pretraining recipe, forced on CPU: a run resumed from its
+    step-3 checkpoint ends with the uninterrupted run's weights and losses."""
+    import shutil
+
+    from test_distill_recipe import assert_resumed_run_matches, read_log
+    from test_pretrain import run_pretrain, write_config
+
+    import ernie_tiny.pretrain.recipe as recipe
+    from ernie_tiny.prefetch import Prefetcher
+
+    threads = []
+
+    class Ahead(Prefetcher):
+        def __init__(self, produce, source, ahead=0):
+            super().__init__(produce, source, ahead=1)
+            threads.append(self)
+
+    monkeypatch.setattr(recipe, "Prefetcher", Ahead)
+    cache = tmp_path / "shards"
+    (tmp_path / "a").mkdir()
+    run_pretrain(write_config(tmp_path / "a", cache))
+    out_a, out_b = tmp_path / "a" / "out", tmp_path / "b" / "out"
+    (out_b / "checkpoints").mkdir(parents=True)
+    shutil.copytree(out_a / "checkpoints" / "step_00000003", out_b / "checkpoints" / "step_00000003")
+    run_pretrain(write_config(tmp_path / "b", cache))
+    assert len(threads) == 2 and all(t._thread is not None and not t._thread.is_alive() for t in threads)
+    for a_row, b_row in zip(read_log(out_a)[3:], read_log(out_b)):
+        assert b_row["loss_mlm"] == pytest.approx(a_row["loss_mlm"], abs=1e-5)
+    assert_resumed_run_matches(out_a / "mlm", out_b / "mlm", out_a / "checkpoints" / "step_00000003")
