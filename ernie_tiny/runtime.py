@@ -12,6 +12,8 @@ import random
 import sys
 from dataclasses import dataclass
 
+from ernie_tiny.config import ConfigError  # standard library, pydantic and yaml only: no Paddle
+
 
 def local_world_size() -> int:
     """Processes on this machine, as ``paddle.distributed.launch`` reports them (1 if not launched)."""
@@ -103,8 +105,9 @@ def init_runtime(device: str = "auto") -> Runtime:
 
 def start_stage(config):
     """What every training stage does first: quiet PaddleNLP's per-file INFO lines (they drown
-    the progress bar), pick the device and join the process group, create the output directory
-    with the resolved config in it (main rank), and seed. Returns (runtime, output dir)."""
+    the progress bar), pick the device and join the process group, refuse ``Train.amp`` the GPU
+    cannot run, create the output directory with the resolved config in it (main rank), check
+    that every rank sees that directory, and seed. Returns (runtime, output dir)."""
     from pathlib import Path
 
     from paddlenlp.utils.log import logger as paddlenlp_logger
@@ -113,6 +116,9 @@ def start_stage(config):
 
     paddlenlp_logger.set_level("WARNING")
     rt = init_runtime(config.Global.device)
+    train = getattr(config, "Train", None)
+    if rt.device == "gpu" and getattr(train, "amp", "off") != "off":
+        resolve_amp(train.amp, rt.device)  # refused now, before any data is prepared (the Trainer asks again)
     output_dir = Path(config.Global.output_dir)
     if rt.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -248,8 +254,9 @@ def set_rng_state(state: dict) -> list:
     return []
 
 
-class AmpUnsupportedError(RuntimeError):
-    """``Train.amp`` asks for a half precision this GPU cannot run."""
+class AmpUnsupportedError(ConfigError):
+    """``Train.amp`` asks for a half precision this GPU cannot run (a config error: the tools
+    print it as one and exit with status 2)."""
 
 
 def check_amp_supported(amp: str, fp16: bool, bf16: bool, gpu: str = "this GPU") -> None:

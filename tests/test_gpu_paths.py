@@ -66,6 +66,16 @@ def test_amp_the_gpu_lacks_is_refused_naming_the_key_and_what_the_gpu_supports(a
     assert suggestion in message
 
 
+def test_resolve_amp_on_a_gpu_asks_what_it_supports(monkeypatch):
+    """The Trainer's and start_stage's entry point, with a T4's answers (fp16 yes, bf16 no)."""
+    monkeypatch.setattr(runtime, "gpu_half_precision_support", lambda: (True, False))
+    monkeypatch.setattr(runtime, "gpu_description", lambda: "Tesla T4 (compute capability 7.5)")
+    assert runtime.resolve_amp("fp16", "gpu") == "fp16"
+    assert runtime.resolve_amp("off", "gpu") == "off"
+    with pytest.raises(AmpUnsupportedError, match=r"Train.amp=bf16: Tesla T4 \(compute capability 7.5\) does not"):
+        runtime.resolve_amp("bf16", "gpu")
+
+
 def test_amp_on_cpu_falls_back_to_float32_with_a_warning(capsys):
     assert runtime.resolve_amp("bf16", "cpu") == "off"
     assert "Train.amp=bf16 needs a GPU" in capsys.readouterr().err
