@@ -1,8 +1,8 @@
 """Process set-up: CPU threads, device, seeds, RNG state, data parallelism and AMP.
 
 ``configure_threads`` must run before Paddle is first imported (Paddle sets
-``OMP_NUM_THREADS=1`` at import when it is unset), so it and ``local_world_size`` use only
-the standard library; everything else imports Paddle lazily.
+``OMP_NUM_THREADS=1`` at import when it is unset), so this module imports no Paddle at import
+time (only the standard library and ``ernie_tiny.config``); its functions import it lazily.
 """
 from __future__ import annotations
 
