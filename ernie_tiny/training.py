@@ -56,6 +56,16 @@ def build_optimizer(opt: OptimizerSection, max_steps: int, layer: paddle.nn.Laye
     return optimizer, scheduler
 
 
+def read_scalars(values: Dict[str, paddle.Tensor]) -> Dict[str, float]:
+    """Device scalars -> host floats, in one transfer. Reading a device value back waits for
+    the device to finish everything queued before it, so the training loop reads only through
+    this function, and only when it logs (the tests count the calls)."""
+    if not values:
+        return {}
+    stacked = paddle.stack([v.reshape([]).astype("float64") for v in values.values()]).numpy()
+    return dict(zip(values, stacked.tolist()))
+
+
 def parameters_fingerprint(layer: paddle.nn.Layer) -> float:
     """A float64 sum over all parameters: equal on every rank when data parallelism is right."""
     return float(sum(np.abs(p.numpy().astype(np.float64)).sum() for p in layer.parameters()))
@@ -114,9 +124,9 @@ class Trainer:
         self.resumed_from: Optional[Path] = None
 
     def resume(self) -> int:
-        """Continue from ``Train.resume`` ('auto': the newest checkpoint in the output dir)."""
+        """Continue from ``Train.resume`` ('auto': the newest checkpoint in the output dir, as rank 0 sees it)."""
         source = self.train.resume
-        found = checkpoint.latest_checkpoint(self.output_dir) if source == "auto" else (
+        found = checkpoint.agreed_latest_checkpoint(self.rt, self.output_dir) if source == "auto" else (
             None if source == "never" else Path(source))
         if found is not None:
             self.state = checkpoint.load_checkpoint(self.rt, found, self.model, self.optimizer, self.scaler)
@@ -130,12 +140,13 @@ class Trainer:
                                           self.optimizer, dict(self.state, data=self.data.state_dict()),
                                           self.train.keep_checkpoints, self.scaler)
 
-    def train_step(self, micro_step: Callable[[], Dict[str, paddle.Tensor]]) -> Dict[str, float]:
+    def train_step(self, micro_step: Callable[[], Dict[str, paddle.Tensor]]) -> Dict[str, paddle.Tensor]:
         """One optimizer step: ``Train.accumulate_steps`` micro-steps (forward under AMP,
         backward, gradient sync on the last), the update, the LR schedule. Returns each named
-        loss's mean over the micro-steps. ``fit`` runs it; ``tools/benchmark.py distill`` times it."""
+        loss's mean over the micro-steps as a detached tensor, still on the device (reading it
+        back is a sync). ``fit`` runs it; ``tools/benchmark.py distill`` times it."""
         train = self.train
-        totals: Dict[str, float] = {}
+        totals: Dict[str, paddle.Tensor] = {}
         for micro in range(train.accumulate_steps):
             last = micro == train.accumulate_steps - 1
             no_sync = self.layer.no_sync() if self.wrapped and not last else contextlib.nullcontext()
@@ -145,7 +156,8 @@ class Trainer:
                 loss = paddle.add_n(list(losses.values())) / train.accumulate_steps
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             for name, value in losses.items():
-                totals[name] = totals.get(name, 0.0) + float(value) / train.accumulate_steps
+                share = value.detach() / train.accumulate_steps
+                totals[name] = totals[name] + share if name in totals else share
         if self.all_reduce:
             fused_allreduce_gradients(list(self.layer.parameters()), None)
         if self.scaler:
@@ -159,7 +171,14 @@ class Trainer:
 
     def fit(self, micro_step: Callable[[], Dict[str, paddle.Tensor]],
             after_step: Optional[Callable[[int], Dict[str, float]]] = None, banner: str = "") -> None:
-        """The loop. ``after_step(step)`` may return extra scalars to log (e.g. dev scores)."""
+        """The loop. ``after_step(step)`` may return extra scalars to log (e.g. dev scores).
+
+        The losses stay on the device: each step adds its losses (the mean over its micro-steps,
+        detached) to running totals, which are read back (``read_scalars``, one device sync)
+        only when a line is logged: every ``Train.log_every`` steps, at the last step, and when
+        ``after_step`` returned scalars. Each logged ``loss``/``loss_<name>`` is the mean of the
+        per-step losses over the steps since the previous log line; the progress bar shows the
+        last logged values."""
         train = self.train
         monitor = TrainMonitor(self.output_dir, train.max_steps, self.step, enabled=self.rt.is_main, desc=self.desc)
         if self.resumed_from is not None:
@@ -168,23 +187,26 @@ class Trainer:
             monitor.write(banner)
         self.model.train()
         window_start, window_steps = time.time(), 0
+        window_totals: Dict[str, paddle.Tensor] = {}  # per-step losses summed since the last log, on the device
+        shown: Dict[str, float] = {}  # the last logged losses, for the progress bar
         try:
             while self.step < train.max_steps:
-                totals = self.train_step(micro_step)
+                for name, value in self.train_step(micro_step).items():
+                    window_totals[name] = window_totals[name] + value if name in window_totals else value
                 self.step += 1
                 window_steps += 1
                 self.state["tokens"] += self.tokens_per_step
                 now = time.time()
                 speed = window_steps * self.tokens_per_step / max(now - window_start, 1e-9)
-                scalars = loss_scalars(totals)
-                monitor.step(self.step, speed, scalars)
                 extra = after_step(self.step) if after_step else None
-                if extra:
-                    scalars.update(extra)
                 if self.step % train.log_every == 0 or self.step == train.max_steps or extra:
+                    means = {k: v / window_steps for k, v in read_scalars(window_totals).items()}
+                    shown = loss_scalars(means)
                     self.state["elapsed"] += now - window_start
-                    monitor.log(self.step, {**scalars, "lr": self.optimizer.get_lr(), "tokens_per_second": speed})
-                    window_start, window_steps = time.time(), 0
+                    monitor.log(self.step, {**shown, **(extra or {}), "lr": self.optimizer.get_lr(),
+                                            "tokens_per_second": speed})
+                    window_start, window_steps, window_totals = time.time(), 0, {}
+                monitor.step(self.step, speed, shown)
                 if self.step % train.save_every == 0 or self.step == train.max_steps:
                     self.save()
         finally:

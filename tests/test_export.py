@@ -242,3 +242,46 @@ def test_latency_benchmark_times_every_runtime_on_the_same_inputs(sequence_expor
     table = report.read_text()
     assert "| runtime | batch x seq |" in table and "| onnx-int8 | 4 x 16 |" in table
     assert main(["latency", "--model_dir", str(tmp_path)]) == 2  # not an inference directory
+
+
+# ---- TensorRT (GPU only; its set-up logic checked here, issue 13 point 4) ----
+
+@pytest.mark.parametrize("max_length", [8, 16, 100, 128, 130])
+@pytest.mark.parametrize("max_batch_size", [1, 32])
+def test_tensorrt_profile_covers_every_padded_batch_the_predictor_makes(max_length, max_batch_size):
+    """Every batch ``Predictor.logits`` can send (1..max_batch_size rows; any longest text up to
+    max_length, then padded to the length bucket) lies within the profile; 130 pads to 144."""
+    from ernie_tiny.deploy.predictor import pad_to_bucket, tensorrt_shape_profile
+
+    profile = tensorrt_shape_profile(max_batch_size, max_length)
+    assert profile["min"] <= profile["opt"] <= profile["max"]
+    padded = set()
+    for rows in {1, max_batch_size}:
+        for length in range(1, max_length + 1):
+            ids = np.zeros((rows, length), dtype=np.int64)
+            shape = pad_to_bucket(ids, ids, 0)[0].shape
+            assert all(lo <= n <= hi for lo, n, hi in zip(profile["min"], shape, profile["max"])), (shape, profile)
+            padded.add(shape[1])
+    assert max(padded) == profile["max"][1]  # the profile is no wider than needed
+    if max_length % 16:
+        assert max(padded) > max_length  # why a profile ending at max_length would not do
+
+
+def test_tensorrt_is_refused_for_a_paddle3_json_export_before_anything_loads(sequence_export):
+    from ernie_tiny.deploy.predictor import PaddleBackend, check_tensorrt_program, read_deploy_info
+
+    _, export_dir = sequence_export
+    program = read_deploy_info(export_dir)["paddle"]["model"]
+    assert program.endswith(".json")  # what Paddle 3's jit.save writes
+    with pytest.raises(ValueError, match=r"TensorRT: .*model\.json is a Paddle 3 \(PIR\) program.*"
+                                         r"needs a \.pdmodel export.*FLAGS_enable_pir_api=0"):
+        PaddleBackend(export_dir, device="gpu", tensorrt=True)
+    check_tensorrt_program("model.pdmodel")  # Paddle 2.x programs go on to enable_tensorrt_engine
+
+
+def test_predictor_refuses_a_backend_profile_smaller_than_its_batches(sequence_export):
+    from ernie_tiny.deploy.predictor import Predictor
+
+    _, export_dir = sequence_export
+    with pytest.raises(ValueError, match="max_batch_size 4 / max_length .* below the batches this predictor makes"):
+        Predictor(export_dir, backend="paddle", batch_size=8, max_batch_size=4)

@@ -3,6 +3,8 @@
 The reference below is written from the contract, in float64 NumPy, one example at a time,
 with padding keys removed (not masked) and padding queries skipped.
 """
+import contextlib
+
 import numpy as np
 import paddle
 import pytest
@@ -189,3 +191,68 @@ def test_gradients_reach_the_student_only(padded_inputs):
         assert np.abs(g[pad]).max() < 1e-8
     for x in teacher:
         assert x.grad is None
+
+
+# ---- AMP: the loss runs in float32 with autocast off (issue 13, point 1) ----
+
+@contextlib.contextmanager
+def tracer_in_o1_autocast(dtype: str):
+    """The tracer state ``paddle.amp.auto_cast(level="O1", dtype=dtype)`` sets on a GPU
+    (paddle/amp/auto_cast.py, ``amp_guard``: level, dtype and Paddle's O1 op lists). On CPU
+    ``auto_cast`` switches itself off, so the state is set directly, as amp_guard does."""
+    from paddle.amp.auto_cast import AMP_LEVEL, _update_list
+    from paddle.base.framework import _dygraph_tracer
+
+    tracer = _dygraph_tracer()
+    saved = tracer._amp_level, tracer._amp_dtype, tracer._get_amp_op_list()
+    white, black = _update_list(None, None, "O1", dtype)
+    assert "matmul_v2" in white and "softmax" in black  # why the loss must switch autocast off
+    tracer._amp_level, tracer._amp_dtype = AMP_LEVEL.O1, dtype
+    tracer._set_amp_op_list(white, black)
+    try:
+        yield tracer
+    finally:
+        tracer._amp_level, tracer._amp_dtype = saved[0], saved[1]
+        tracer._set_amp_op_list(*saved[2])
+
+
+def test_under_bf16_autocast_the_loss_equals_the_float32_loss(padded_inputs):
+    s, t, mask = padded_inputs
+    expected = [float(v) for v in relation_losses(_t(s), _t(t), paddle.to_tensor(mask), R)]
+    with paddle.amp.auto_cast(level="O1", dtype="bfloat16"):
+        got = relation_losses(_t(s), _t(t), paddle.to_tensor(mask), R)
+    assert all(v.dtype == paddle.float32 for v in got)
+    np.testing.assert_allclose([float(v) for v in got], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_every_matmul_and_softmax_of_the_loss_runs_with_autocast_off(padded_inputs, monkeypatch, dtype):
+    """Inside an O1 autocast (as on GPU), the loss's own ops see AMP level O0, and the caller's
+    autocast is back on afterwards (for the rest of the step)."""
+    from paddle.amp.auto_cast import AMP_LEVEL
+    from paddle.base.framework import _dygraph_tracer
+
+    import ernie_tiny.distill.loss as loss_module
+
+    levels = []
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            levels.append((name, _dygraph_tracer()._amp_level))
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(loss_module.paddle, "matmul", spy("matmul", paddle.matmul))
+    monkeypatch.setattr(loss_module.F, "softmax", spy("softmax", loss_module.F.softmax))
+    monkeypatch.setattr(loss_module.F, "log_softmax", spy("log_softmax", loss_module.F.log_softmax))
+    s, t, mask = padded_inputs
+    expected = float(relation_loss(_t(s), _t(t), paddle.to_tensor(mask), R))
+    levels.clear()
+    with tracer_in_o1_autocast(dtype) as tracer:
+        got = relation_loss(_t(s, stop_gradient=False), _t(t), paddle.to_tensor(mask), R)
+        assert tracer._amp_level == AMP_LEVEL.O1
+    assert sorted({name for name, _ in levels}) == ["log_softmax", "matmul", "softmax"]
+    assert len(levels) == 3 * 4  # Q, K, V: two matmuls, one softmax, one log_softmax each
+    assert all(level == AMP_LEVEL.O0 for _, level in levels), levels
+    np.testing.assert_allclose(float(got), expected, rtol=1e-6)
+    got.backward()  # the loss stays differentiable for the student

@@ -4,7 +4,8 @@ two runtimes:
 * ``paddle``: Paddle Inference on the exported static model (``model.json`` on Paddle 3,
   ``model.pdmodel`` on Paddle 2.x). CPU with oneDNN (on by default: without it Paddle
   Inference runs slower than eager Paddle) and a thread count; GPU with optional fp16 and,
-  where the GPU build has it, TensorRT (dynamic shapes).
+  where the GPU build has it, TensorRT (dynamic shapes) for ``.pdmodel`` exports only (see
+  ``check_tensorrt_program``).
 * ``onnx`` / ``onnx-int8``: onnxruntime on the paddle2onnx conversion (fp32) or its int8
   quantization, on CPU.
 
@@ -62,6 +63,27 @@ def pad_to_bucket(input_ids: np.ndarray, token_type_ids: np.ndarray, pad_token_i
             np.pad(token_type_ids, ((0, 0), (0, extra))))
 
 
+def tensorrt_shape_profile(max_batch_size: int, max_length: int, bucket: int = LENGTH_BUCKET) -> dict:
+    """TensorRT's dynamic-shape profile, ``{"min"|"opt"|"max": [batch, length]}``, covering every
+    batch ``Predictor.logits`` sends: 1 to ``max_batch_size`` rows, lengths padded to a multiple
+    of ``bucket`` up to ``max_length`` rounded up to the bucket (130 -> 144: a profile ending at
+    130 would reject the padded batches of the longest texts)."""
+    longest = -(-max_length // bucket) * bucket
+    return {"min": [1, bucket], "opt": [max_batch_size, longest], "max": [max_batch_size, longest]}
+
+
+def check_tensorrt_program(program_file: str) -> None:
+    """TensorRT runs here through Paddle Inference's ``enable_tensorrt_engine``, which applies to
+    ``.pdmodel`` programs; Paddle 3 exports ``model.json`` (PIR), for which Paddle's route is
+    ``paddle.tensorrt.convert``, not wired in (nothing here has a GPU to test it). Refuse
+    before anything loads rather than run without TensorRT or fail inside it."""
+    if not str(program_file).endswith(".pdmodel"):
+        raise ValueError(
+            f"TensorRT: {program_file} is a Paddle 3 (PIR) program, and TensorRT here needs a .pdmodel export "
+            f"(Paddle Inference's enable_tensorrt_engine). Run without --trt (GPU fp16 works), or export with "
+            f"FLAGS_enable_pir_api=0 set, which makes paddle.jit.save write model.pdmodel.")
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
@@ -77,6 +99,10 @@ class PaddleBackend:
 
         model_dir = Path(model_dir)
         info = read_deploy_info(model_dir)
+        self.trt_profile = None
+        if tensorrt:
+            check_tensorrt_program(info["paddle"]["model"])
+            self.trt_profile = tensorrt_shape_profile(max_batch_size, max_length)
         config = inference.Config(str(model_dir / info["paddle"]["model"]), str(model_dir / info["paddle"]["params"]))
         config.disable_glog_info()
         if device == "cpu":
@@ -95,14 +121,14 @@ class PaddleBackend:
             half = inference.PrecisionType.Half if precision == "fp16" else inference.PrecisionType.Float32
             if tensorrt:
                 if inference.get_trt_compile_version() == (0, 0, 0):
-                    raise RuntimeError("TensorRT: this Paddle build has no TensorRT (use --no-trt, or a build with it)")
+                    raise RuntimeError("TensorRT: this Paddle build has no TensorRT (run without --trt, or use a build with it)")
                 config.enable_use_gpu(256, gpu_id)
                 config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=max_batch_size,
                                               min_subgraph_size=5, precision_mode=half, use_static=False,
                                               use_calib_mode=False)
-                shapes = lambda b, n: {name: [b, n] for name in INPUT_NAMES}  # noqa: E731
-                config.set_trt_dynamic_shape_info(shapes(1, 1), shapes(max_batch_size, max_length),
-                                                  shapes(max_batch_size, max_length))
+                profile = self.trt_profile
+                shapes = lambda which: {name: profile[which] for name in INPUT_NAMES}  # noqa: E731
+                config.set_trt_dynamic_shape_info(shapes("min"), shapes("max"), shapes("opt"))
             else:
                 config.enable_use_gpu(256, gpu_id, half)
         else:
@@ -114,6 +140,10 @@ class PaddleBackend:
                                                             else f" {precision}{' TensorRT' if tensorrt else ''}")
 
     def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        if self.trt_profile and not all(lo <= n <= hi for lo, n, hi in
+                                        zip(self.trt_profile["min"], input_ids.shape, self.trt_profile["max"])):
+            raise ValueError(f"TensorRT: input shape {list(input_ids.shape)} is outside the engine's profile "
+                             f"{self.trt_profile['min']}..{self.trt_profile['max']} (max_batch_size, max_length)")
         for handle, array in zip(self.inputs, (input_ids, token_type_ids)):
             handle.reshape(array.shape)
             handle.copy_from_cpu(np.ascontiguousarray(array, dtype=np.int64))
@@ -220,6 +250,10 @@ class Predictor:
         if backend == "paddle":
             backend_options.setdefault("max_batch_size", batch_size)
             backend_options.setdefault("max_length", self.max_length)
+            if backend_options["max_batch_size"] < batch_size or backend_options["max_length"] < self.max_length:
+                raise ValueError(f"the backend's max_batch_size {backend_options['max_batch_size']} / max_length "
+                                 f"{backend_options['max_length']} are below the batches this predictor makes "
+                                 f"(batch_size {batch_size}, max_length {self.max_length})")
         self.backend = make_backend(model_dir, backend, **backend_options)
         self.backend_name = backend
 

@@ -8,10 +8,16 @@ and over the real (non-padding) query tokens of the whole batch; the three relat
 
 (PaddleNLP's ``calc_minilm_loss`` example divides by R x padded length x batch instead, so
 padded query rows count there; on inputs without padding the two agree.)
+
+The loss always runs in float32 with autocast off, whatever AMP the forward pass used:
+``matmul`` is on Paddle's AMP white list (paddle/amp/amp_lists.py), so under the trainer's O1
+``auto_cast`` it would run in fp16/bf16 even on float32 inputs. Teacher scores of a 128-wide
+relation head reach ~1e3; bf16 rounds them by ~0.35 before the softmax, and fp16 overflows to
+inf on large activations (softmax NaN, every step skipped by the loss scaler). Each side is
+scaled by d^-1/4 before the product, so the product itself is already X X^T / sqrt(d).
 """
 from __future__ import annotations
 
-import math
 from typing import List, Sequence
 
 import paddle
@@ -21,11 +27,13 @@ _MASKED = -1e9  # added to the scores of padding keys (the loss works in float32
 
 
 def _relation_scores(x: paddle.Tensor, relation_heads: int, key_bias: paddle.Tensor) -> paddle.Tensor:
-    """[batch, seq, hidden] -> X_r X_r^T / sqrt(d_r) + key bias, shape [batch, R, seq, seq]."""
+    """[batch, seq, hidden] -> X_r X_r^T / sqrt(d_r) + key bias, shape [batch, R, seq, seq]
+    (float32; call with autocast off)."""
     batch, seq, hidden = x.shape
     head_dim = hidden // relation_heads
     x = x.astype("float32").reshape([batch, seq, relation_heads, head_dim]).transpose([0, 2, 1, 3])
-    return paddle.matmul(x, x, transpose_y=True) * (1.0 / math.sqrt(head_dim)) + key_bias
+    x = x * (head_dim ** -0.25)  # d^-1/4 on each side: the product is X X^T / sqrt(d), never larger
+    return paddle.matmul(x, x, transpose_y=True) + key_bias
 
 
 def relation_losses(
@@ -34,7 +42,8 @@ def relation_losses(
     attention_mask: paddle.Tensor,
     relation_heads: int,
 ) -> List[paddle.Tensor]:
-    """The Q-Q, K-K and V-V losses (one scalar each); see the module docstring."""
+    """The Q-Q, K-K and V-V losses (one float32 scalar each, computed with autocast off);
+    see the module docstring."""
     if len(student_qkv) != len(teacher_qkv):
         raise ValueError(f"{len(student_qkv)} student relations but {len(teacher_qkv)} teacher relations")
     for s, t in zip(student_qkv, teacher_qkv):
@@ -43,17 +52,18 @@ def relation_losses(
         for name, h in (("student", s.shape[-1]), ("teacher", t.shape[-1])):
             if h % relation_heads:
                 raise ValueError(f"relation_heads={relation_heads} does not divide the {name} hidden size {h}")
-    mask = attention_mask.astype("float32")  # [batch, seq]
-    key_bias = ((1.0 - mask) * _MASKED).unsqueeze([1, 2])  # [batch, 1, 1, seq]
-    query_weight = mask.unsqueeze(1) / (relation_heads * mask.sum())  # [batch, 1, seq]
-    losses = []
-    for s, t in zip(student_qkv, teacher_qkv):
-        log_p_s = F.log_softmax(_relation_scores(s, relation_heads, key_bias), axis=-1)
-        p_t = F.softmax(_relation_scores(t, relation_heads, key_bias), axis=-1)
-        # KL(t || s) per query row, one fused kernel (p_t * (log p_t - log p_s), 0 where p_t == 0);
-        # masked keys have p_t == 0 exactly, so they add nothing
-        kl_rows = F.kl_div(log_p_s, p_t, reduction="none").sum(axis=-1)  # [batch, R, seq]
-        losses.append((kl_rows * query_weight).sum())
+    with paddle.amp.auto_cast(enable=False):
+        mask = attention_mask.astype("float32")  # [batch, seq]
+        key_bias = ((1.0 - mask) * _MASKED).unsqueeze([1, 2])  # [batch, 1, 1, seq]
+        query_weight = mask.unsqueeze(1) / (relation_heads * mask.sum())  # [batch, 1, seq]
+        losses = []
+        for s, t in zip(student_qkv, teacher_qkv):
+            log_p_s = F.log_softmax(_relation_scores(s, relation_heads, key_bias), axis=-1)
+            p_t = F.softmax(_relation_scores(t, relation_heads, key_bias), axis=-1)
+            # KL(t || s) per query row, one fused kernel (p_t * (log p_t - log p_s), 0 where p_t == 0);
+            # masked keys have p_t == 0 exactly, so they add nothing
+            kl_rows = F.kl_div(log_p_s, p_t, reduction="none").sum(axis=-1)  # [batch, R, seq]
+            losses.append((kl_rows * query_weight).sum())
     return losses
 
 

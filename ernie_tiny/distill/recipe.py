@@ -21,6 +21,7 @@ from ernie_tiny.distill.schema import DistillConfig, check_layers_and_heads
 from ernie_tiny.distill.step import StudentsQKV, make_micro_step
 from ernie_tiny.distill.teacher_engine import build_engine
 from ernie_tiny.modeling import QKVExtractor, build_encoder, encoder_sizes
+from ernie_tiny.prefetch import Prefetcher
 from ernie_tiny.training import Trainer
 
 SINGLE_STUDENT_DIR, STUDENTS_DIR = "student", "students"
@@ -98,7 +99,9 @@ def run(config: DistillConfig) -> Path:
     trained, model, relation_heads, groups = build_students(config, students)
     train = config.Train
     sampler = ResumableBatchSampler(len(corpus), train.batch_size, rt.rank, rt.world_size, config.Global.seed)
-    trainer = Trainer(rt, output_dir, train, config.Optimizer, model=model, trained=trained, data=sampler,
+    # on GPU the next batch is packed on the host while the device runs this one
+    batches = Prefetcher(lambda: corpus.batch(sampler.next_batch()), sampler, ahead=1 if rt.device == "gpu" else 0)
+    trainer = Trainer(rt, output_dir, train, config.Optimizer, model=model, trained=trained, data=batches,
                       tokenizer=tokenizer, tokens_per_micro_step=train.batch_size * corpus.seq_len, desc="distill",
                       param_groups=groups)
     # before resuming: building the engine must not move the RNG state that resuming restores
@@ -107,7 +110,7 @@ def run(config: DistillConfig) -> Path:
     seen = []  # fingerprint of this rank's first batch, for the data-parallel check
 
     def next_batch() -> np.ndarray:
-        ids = corpus.batch(sampler.next_batch())
+        ids = batches.next()
         if not seen:
             seen.append(float(np.abs(ids.astype(np.float64)).sum()))
         return ids
@@ -115,10 +118,13 @@ def run(config: DistillConfig) -> Path:
     micro_step = make_micro_step(next_batch, teacher_engine, trainer.layer, relation_heads)
     names = ", ".join(f"{n} (R={relation_heads[n]})" for n in students) if groups else \
         f"{relation_heads['']} relation heads"
-    trainer.fit(micro_step, banner=(
-        f"corpus: {corpus.documents} documents, {corpus.tokens} tokens, {len(corpus)} sequences of "
-        f"{corpus.seq_len}; teacher layer {config.Distill.teacher_layer} of {teacher.config.num_hidden_layers}, "
-        f"{teacher_engine.describe()}; students: {names}; world size {rt.world_size}, device {rt.device}"))
+    try:
+        trainer.fit(micro_step, banner=(
+            f"corpus: {corpus.documents} documents, {corpus.tokens} tokens, {len(corpus)} sequences of "
+            f"{corpus.seq_len}; teacher layer {config.Distill.teacher_layer} of {teacher.config.num_hidden_layers}, "
+            f"{teacher_engine.describe()}; students: {names}; world size {rt.world_size}, device {rt.device}"))
+    finally:
+        batches.close()
     trainer.check_ranks_in_sync(seen[0] if seen else 0.0)
     final = None
     if rt.is_main:

@@ -28,12 +28,13 @@ from ernie_tiny.finetune.trainer import evaluate
 from ernie_tiny.mtl.model import MultiTaskModel, save_heads, task_loss
 from ernie_tiny.mtl.sampling import MultiTaskBatches, TaskSchedule
 from ernie_tiny.mtl.schema import TaskEntry, TeacherMTLConfig
+from ernie_tiny.prefetch import Prefetcher
 from ernie_tiny.tasks.card import TaskCard
 from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode
 from ernie_tiny.tasks.metrics import score
 from ernie_tiny.tasks.readers import read_split
 from ernie_tiny.tokenization import load_tokenizer
-from ernie_tiny.training import Trainer
+from ernie_tiny.training import Trainer, read_scalars
 
 
 @dataclass
@@ -117,30 +118,36 @@ def run(config: TeacherMTLConfig) -> Path:
                                               config.Global.seed + i) for i, t in enumerate(tasks)}
     data = MultiTaskBatches(schedule, samplers)
     mean_tokens = sum(p * np.mean([len(f.input_ids) for f in t.train]) for p, t in zip(schedule.probabilities, tasks))
-    trainer = Trainer(rt, output_dir, train, config.Optimizer, model=model, trained=model, data=data,
+
+    def prepare_batch():
+        """The host side of one micro-batch (NumPy only; on GPU it runs a step ahead, in a thread)."""
+        name, indices = data.next_batch()
+        return name, collate([by_name[name].train[i] for i in indices], pad)
+
+    batches = Prefetcher(prepare_batch, data, ahead=1 if rt.device == "gpu" else 0)
+    trainer = Trainer(rt, output_dir, train, config.Optimizer, model=model, trained=model, data=batches,
                       tokenizer=tokenizer, tokens_per_micro_step=int(train.batch_size * mean_tokens),
                       desc="teacher-mtl", gradient_sync="all_reduce")
     trainer.resume()
-    window: Dict[str, List[float]] = {t.name: [] for t in tasks}  # unweighted losses since the last log
+    window: Dict[str, List[paddle.Tensor]] = {t.name: [] for t in tasks}  # unweighted losses since the last log, on the device
     seen = []  # fingerprint of this rank's first batch, for the data-parallel check
 
     def micro_step():
-        name, indices = data.next_batch()
+        name, batch = batches.next()
         task = by_name[name]
-        batch = collate([task.train[i] for i in indices], pad)
         if not seen:
             seen.append(float(np.abs(batch["input_ids"].astype(np.float64)).sum()))
         logits = trainer.layer(name, paddle.to_tensor(batch["input_ids"]),
                                token_type_ids=paddle.to_tensor(batch["token_type_ids"]),
                                attention_mask=paddle.to_tensor(batch["attention_mask"]))
         loss = task_loss(logits, paddle.to_tensor(batch["labels"]))
-        window[name].append(float(loss))
+        window[name].append(loss.detach())  # read back only when logged (no device sync per micro-step)
         return {name: loss * task.entry.weight}
 
     def after_step(step: int) -> Dict[str, float]:
         scalars = {}
         if step % train.log_every == 0 or step == train.max_steps:
-            scalars.update({f"train_loss/{name}": float(np.mean(v)) for name, v in window.items() if v})
+            scalars.update(read_scalars({f"train_loss/{name}": paddle.stack(v).mean() for name, v in window.items() if v}))
             for v in window.values():
                 v.clear()
         if step % train.eval_every == 0 or step == train.max_steps:
@@ -167,6 +174,7 @@ def run(config: TeacherMTLConfig) -> Path:
         f"tasks (train/dev examples, draw probability under the {config.Schedule.kind} schedule, dev majority "
         f"baseline): {shares}; "
         f"world size {rt.world_size}, device {rt.device}"))
+    batches.close()
     trainer.check_ranks_in_sync(seen[0] if seen else 0.0)
     best = trainer.state.get("best")
     if rt.is_main and best:

@@ -29,8 +29,9 @@ from ernie_tiny.data.prepare import prepare_corpus, prepare_tokenizer
 from ernie_tiny.data.sampler import ResumableBatchSampler
 from ernie_tiny.modeling import additive_attention_mask, encoder_config
 from ernie_tiny.pretrain.masking import IGNORE_INDEX, Masker, batch_rng
+from ernie_tiny.prefetch import Prefetcher
 from ernie_tiny.pretrain.schema import PretrainConfig
-from ernie_tiny.training import Trainer
+from ernie_tiny.training import Trainer, read_scalars
 
 
 class MaskedLMBody(nn.Layer):
@@ -98,31 +99,39 @@ def run(config: PretrainConfig) -> Path:
     masker = Masker.for_tokenizer(tokenizer, config.Mlm)
     train = config.Train
     sampler = ResumableBatchSampler(len(corpus), train.batch_size, rt.rank, rt.world_size, config.Global.seed)
-    trainer = Trainer(rt, output_dir, train, config.Optimizer, model=model, trained=body, data=sampler,
-                      tokenizer=tokenizer, tokens_per_micro_step=train.batch_size * corpus.seq_len, desc="pretrain")
-    trainer.resume()
-    seen = []  # fingerprint of this rank's first batch, for the data-parallel check
-    window = {"correct": 0, "masked": 0}  # masked-token accuracy since the last log line
 
-    def micro_step():
+    def prepare_batch():
+        """The host side of one micro-batch (NumPy only; on GPU it runs a step ahead, in a thread)."""
         ids = corpus.batch(sampler.next_batch())
-        if not seen:
-            seen.append(float(np.abs(ids.astype(np.float64)).sum()))
         # the batch's masking depends only on its place in the data order: exact on resume
         inputs, labels = masker(ids, batch_rng(config.Global.seed, rt.rank, (sampler.epoch, sampler.position)))
         positions = np.flatnonzero(labels.ravel() != IGNORE_INDEX)
-        target = paddle.to_tensor(labels.ravel()[positions])
+        return ids, inputs, labels.ravel()[positions], positions
+
+    batches = Prefetcher(prepare_batch, sampler, ahead=1 if rt.device == "gpu" else 0)
+    trainer = Trainer(rt, output_dir, train, config.Optimizer, model=model, trained=body, data=batches,
+                      tokenizer=tokenizer, tokens_per_micro_step=train.batch_size * corpus.seq_len, desc="pretrain")
+    trainer.resume()
+    seen = []  # fingerprint of this rank's first batch, for the data-parallel check
+    window = {"correct": paddle.zeros([], dtype="int64"), "masked": 0}  # masked-token accuracy since the last log line
+    # ("correct" stays on the device and is read when logged: no device sync per micro-step)
+
+    def micro_step():
+        ids, inputs, masked_labels, positions = batches.next()
+        if not seen:
+            seen.append(float(np.abs(ids.astype(np.float64)).sum()))
+        target = paddle.to_tensor(masked_labels)
         logits = trainer.layer(paddle.to_tensor(inputs), paddle.to_tensor(positions))
         loss = F.cross_entropy(logits.astype("float32"), target)
-        window["correct"] += int((logits.argmax(axis=-1) == target).astype("int64").sum())
+        window["correct"] = window["correct"] + (logits.argmax(axis=-1) == target).astype("int64").sum().detach()
         window["masked"] += len(positions)
         return {"mlm": loss}
 
     def after_step(step: int):
         if step % train.log_every and step != train.max_steps:
             return None
-        accuracy = window["correct"] / max(window["masked"], 1)
-        window.update(correct=0, masked=0)
+        accuracy = read_scalars({"correct": window["correct"]})["correct"] / max(window["masked"], 1)
+        window.update(correct=paddle.zeros([], dtype="int64"), masked=0)
         return {"mlm_accuracy": accuracy}
 
     m = model.config
@@ -131,6 +140,7 @@ def run(config: PretrainConfig) -> Path:
         f"{corpus.seq_len}; model {m.num_hidden_layers}L-{m.hidden_size}H-{m.num_attention_heads}A, "
         f"vocabulary {m.vocab_size}; masking {config.Mlm.mask_prob:.0%} of tokens; "
         f"world size {rt.world_size}, device {rt.device}"))
+    batches.close()
     trainer.check_ranks_in_sync(seen[0] if seen else 0.0)
     teacher = output_dir / "teacher"
     if rt.is_main:
