@@ -346,10 +346,9 @@ def test_shipped_demo_config_validates():
     assert isinstance(config, DistillConfig)
 
 
-def test_shipped_ernie_tiny_config_validates(tmp_path, monkeypatch):
-    path = ROOT / "configs/ernie_tiny.yaml"
-    if not path.is_file():
-        pytest.skip("configs/ernie_tiny.yaml does not exist yet")
+@pytest.mark.parametrize("name", ["ernie_tiny.yaml", "ernie_tiny_students.yaml"])
+def test_shipped_ernie_tiny_config_validates(tmp_path, monkeypatch, name):
+    path = ROOT / "configs" / name
     # it points at the user's corpus and at stage 1's teacher (relative paths): make stand-ins,
     # the teacher with the sizes of ernie-3.0-xbase-zh (20L-1024H)
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -363,7 +362,11 @@ def test_shipped_ernie_tiny_config_validates(tmp_path, monkeypatch):
         Path(teacher).mkdir(parents=True)
         (Path(teacher) / "config.json").write_text(json.dumps({"num_hidden_layers": 20, "hidden_size": 1024}))
     config = load_config(DistillConfig, path)
-    assert config.Student.hidden_size % config.Distill.relation_heads == 0
+    for student_name, spec in config.student_specs():
+        assert spec.hidden_size % config.distill_of(student_name)[1] == 0
+    out = tmp_path / "resolved.yaml"  # a resolved config reloads (Student and Students both written)
+    dump_config(config, out)
+    assert load_config(DistillConfig, out) == config
 
 
 def test_demo_config_values():

@@ -60,7 +60,7 @@ class DistillConfig(Section):
             yield "Tokenizer.source", (
                 "'teacher', but the teacher is built from sizes and has no tokenizer: "
                 "use 'corpus', a PaddleNLP name or a directory")
-        if self.Students and "Student" in self.model_fields_set:
+        if self.Students and self.Student != ModelSection():  # (a resolved config lists the default Student)
             yield "Students", "give either Student (one student) or Students (several), not both"
         seen = {}
         for i, entry in enumerate(self.Students):
