@@ -256,3 +256,27 @@ def test_every_matmul_and_softmax_of_the_loss_runs_with_autocast_off(padded_inpu
     assert all(level == AMP_LEVEL.O0 for _, level in levels), levels
     np.testing.assert_allclose(float(got), expected, rtol=1e-6)
     got.backward()  # the loss stays differentiable for the student
+
+
+def test_no_mask_means_no_padding_and_equals_the_reference():
+    rng = np.random.default_rng(11)
+    s, t = _qkv(rng, BATCH, SEQ, STUDENT_HIDDEN), _qkv(rng, BATCH, SEQ, TEACHER_HIDDEN)
+    full = np.ones((BATCH, SEQ), dtype="int64")
+    expected = reference_relation_losses(s, t, full, R)
+    without = relation_losses(_t(s), _t(t), None, R)
+    with_ones = relation_losses(_t(s), _t(t), paddle.to_tensor(full), R)
+    np.testing.assert_allclose([float(x) for x in without], expected, rtol=1e-5)
+    np.testing.assert_allclose([float(x) for x in without], [float(x) for x in with_ones], rtol=1e-6)
+
+
+def test_teacher_relations_computed_once_serve_students_of_any_width():
+    from ernie_tiny.distill.loss import relation_losses_to, teacher_relations
+
+    rng = np.random.default_rng(12)
+    t = _t(_qkv(rng, BATCH, SEQ, TEACHER_HIDDEN))
+    mask = paddle.to_tensor(_mask(LENGTHS, SEQ))
+    shared = teacher_relations(t, mask, R)
+    for hidden in (STUDENT_HIDDEN, 12, 48):
+        s = _t(_qkv(rng, BATCH, SEQ, hidden), stop_gradient=False)
+        np.testing.assert_allclose([float(x) for x in relation_losses_to(s, shared, mask, R)],
+                                   [float(x) for x in relation_losses(s, t, mask, R)], rtol=1e-6)

@@ -18,7 +18,7 @@ scaled by d^-1/4 before the product, so the product itself is already X X^T / sq
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import paddle
 import paddle.nn.functional as F
@@ -26,24 +26,18 @@ import paddle.nn.functional as F
 _MASKED = -1e9  # added to the scores of padding keys (the loss works in float32)
 
 
-def _relation_scores(x: paddle.Tensor, relation_heads: int, key_bias: paddle.Tensor) -> paddle.Tensor:
+def _relation_scores(x: paddle.Tensor, relation_heads: int, key_bias: Optional[paddle.Tensor]) -> paddle.Tensor:
     """[batch, seq, hidden] -> X_r X_r^T / sqrt(d_r) + key bias, shape [batch, R, seq, seq]
-    (float32; call with autocast off)."""
+    (float32; call with autocast off). ``key_bias`` None: no padding keys."""
     batch, seq, hidden = x.shape
     head_dim = hidden // relation_heads
     x = x.astype("float32").reshape([batch, seq, relation_heads, head_dim]).transpose([0, 2, 1, 3])
     x = x * (head_dim ** -0.25)  # d^-1/4 on each side: the product is X X^T / sqrt(d), never larger
-    return paddle.matmul(x, x, transpose_y=True) + key_bias
+    scores = paddle.matmul(x, x, transpose_y=True)
+    return scores if key_bias is None else scores + key_bias
 
 
-def relation_losses(
-    student_qkv: Sequence[paddle.Tensor],
-    teacher_qkv: Sequence[paddle.Tensor],
-    attention_mask: paddle.Tensor,
-    relation_heads: int,
-) -> List[paddle.Tensor]:
-    """The Q-Q, K-K and V-V losses (one float32 scalar each, computed with autocast off);
-    see the module docstring."""
+def check_shapes(student_qkv, teacher_qkv, relation_heads: int) -> None:
     if len(student_qkv) != len(teacher_qkv):
         raise ValueError(f"{len(student_qkv)} student relations but {len(teacher_qkv)} teacher relations")
     for s, t in zip(student_qkv, teacher_qkv):
@@ -52,19 +46,60 @@ def relation_losses(
         for name, h in (("student", s.shape[-1]), ("teacher", t.shape[-1])):
             if h % relation_heads:
                 raise ValueError(f"relation_heads={relation_heads} does not divide the {name} hidden size {h}")
+
+
+def _key_bias(attention_mask: Optional[paddle.Tensor]) -> Optional[paddle.Tensor]:
+    if attention_mask is None:
+        return None
+    return ((1.0 - attention_mask.astype("float32")) * _MASKED).unsqueeze([1, 2])  # [batch, 1, 1, seq]
+
+
+def teacher_relations(teacher_qkv: Sequence[paddle.Tensor], attention_mask: Optional[paddle.Tensor],
+                      relation_heads: int) -> List[paddle.Tensor]:
+    """The teacher's Q-Q, K-K, V-V relation distributions ([batch, R, seq, seq] each, float32):
+    computed once per batch and relation-head count, whichever students learn from them.
+    ``attention_mask`` None means no padding (packed sequences)."""
     with paddle.amp.auto_cast(enable=False):
-        mask = attention_mask.astype("float32")  # [batch, seq]
-        key_bias = ((1.0 - mask) * _MASKED).unsqueeze([1, 2])  # [batch, 1, 1, seq]
-        query_weight = mask.unsqueeze(1) / (relation_heads * mask.sum())  # [batch, 1, seq]
+        bias = _key_bias(attention_mask)
+        return [F.softmax(_relation_scores(t, relation_heads, bias), axis=-1) for t in teacher_qkv]
+
+
+def relation_losses_to(
+    student_qkv: Sequence[paddle.Tensor],
+    teacher_distributions: Sequence[paddle.Tensor],
+    attention_mask: Optional[paddle.Tensor],
+    relation_heads: int,
+) -> List[paddle.Tensor]:
+    """The Q-Q, K-K and V-V losses against ``teacher_relations``' distributions."""
+    with paddle.amp.auto_cast(enable=False):
+        bias = _key_bias(attention_mask)
+        if attention_mask is None:  # every query row counts
+            batch, seq = student_qkv[0].shape[:2]
+            query_weight = 1.0 / (relation_heads * batch * seq)
+        else:
+            mask = attention_mask.astype("float32")  # [batch, seq]
+            query_weight = mask.unsqueeze(1) / (relation_heads * mask.sum())  # [batch, 1, seq]
         losses = []
-        for s, t in zip(student_qkv, teacher_qkv):
-            log_p_s = F.log_softmax(_relation_scores(s, relation_heads, key_bias), axis=-1)
-            p_t = F.softmax(_relation_scores(t, relation_heads, key_bias), axis=-1)
+        for s, p_t in zip(student_qkv, teacher_distributions):
+            log_p_s = F.log_softmax(_relation_scores(s, relation_heads, bias), axis=-1)
             # KL(t || s) per query row, one fused kernel (p_t * (log p_t - log p_s), 0 where p_t == 0);
             # masked keys have p_t == 0 exactly, so they add nothing
             kl_rows = F.kl_div(log_p_s, p_t, reduction="none").sum(axis=-1)  # [batch, R, seq]
             losses.append((kl_rows * query_weight).sum())
     return losses
+
+
+def relation_losses(
+    student_qkv: Sequence[paddle.Tensor],
+    teacher_qkv: Sequence[paddle.Tensor],
+    attention_mask: Optional[paddle.Tensor],
+    relation_heads: int,
+) -> List[paddle.Tensor]:
+    """The Q-Q, K-K and V-V losses (one float32 scalar each, computed with autocast off);
+    see the module docstring. ``attention_mask`` None: no padding (skips the key masking)."""
+    check_shapes(student_qkv, teacher_qkv, relation_heads)
+    return relation_losses_to(student_qkv, teacher_relations(teacher_qkv, attention_mask, relation_heads),
+                              attention_mask, relation_heads)
 
 
 def relation_loss(

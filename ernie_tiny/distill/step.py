@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ernie_tiny.distill.loss import relation_losses
+from ernie_tiny.distill.loss import check_shapes, relation_losses_to, teacher_relations
 from ernie_tiny.modeling import QKVExtractor
 
 RELATIONS = ("qq", "kk", "vv")
@@ -42,12 +42,19 @@ class StudentsQKV(nn.Layer):
 
 def distill_losses(teacher: Callable, students: nn.Layer, relation_heads: Dict[str, int],
                    input_ids: paddle.Tensor) -> Dict[str, paddle.Tensor]:
-    """Every student's relation losses on one batch of packed sequences (no padding)."""
+    """Every student's relation losses on one batch of packed sequences (no padding: the loss
+    skips key masking). The teacher's relation distributions are computed once per relation-head
+    count, whichever students use it."""
     mask = paddle.ones(input_ids.shape, dtype="int64")
     teacher_qkv = teacher(input_ids, mask)
+    distributions = {}
     losses = {}
     for name, student_qkv in students(input_ids, mask).items():
-        for relation, value in zip(RELATIONS, relation_losses(student_qkv, teacher_qkv, mask, relation_heads[name])):
+        heads = relation_heads[name]
+        if heads not in distributions:
+            distributions[heads] = teacher_relations(teacher_qkv, None, heads)
+        check_shapes(student_qkv, teacher_qkv, heads)
+        for relation, value in zip(RELATIONS, relation_losses_to(student_qkv, distributions[heads], None, heads)):
             losses[loss_name(name, relation)] = value
     return losses
 
