@@ -66,18 +66,50 @@ def distill_config(o: dict, output_dir: str, students=()):
     return validate_config(DistillConfig, data, "<benchmark options>")
 
 
-def matmul_gflops(threads: int) -> float:
-    """Paddle's float32 2048^3 matmul rate in this process (GFLOP/s, best of 3)."""
+def matmul_gflops(threads: int, workdir: str) -> dict:
+    """The float32 2048^3 matmul rate in this process (GFLOP/s, best of 3), through Paddle's eager
+    kernel and through Paddle Inference with oneDNN (the compiled teacher's engine)."""
+    import numpy as np
     import paddle
+    import paddle.inference as pi
+    from paddle.static import InputSpec
 
-    a = paddle.randn([2048, 2048])
-    paddle.matmul(a, a)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        paddle.matmul(a, a).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2 * 2048 ** 3 / best / 1e9
+    n = 2048
+    a = paddle.randn([n, n])
+
+    def best(run) -> float:
+        run()
+        seconds = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            run()
+            seconds = min(seconds, time.perf_counter() - start)
+        return 2 * n ** 3 / seconds / 1e9
+
+    rates = {"paddle_eager": best(lambda: paddle.matmul(a, a).numpy())}
+
+    class MatMul(paddle.nn.Layer):
+        def forward(self, x):
+            return paddle.matmul(x, x)
+
+    path = os.path.join(workdir, "matmul", "model")
+    paddle.jit.save(paddle.jit.to_static(MatMul(), input_spec=[InputSpec([n, n], "float32", "x")]), path)
+    config = pi.Config(path + ".json", path + ".pdiparams")
+    config.disable_glog_info()
+    config.enable_mkldnn()
+    config.set_cpu_math_library_num_threads(threads)
+    predictor = pi.create_predictor(config)
+    x = np.random.RandomState(0).standard_normal((n, n)).astype("float32")
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    output = predictor.get_output_handle(predictor.get_output_names()[0])
+
+    def run_inference():
+        handle.copy_from_cpu(x)
+        predictor.run()
+        output.copy_to_cpu()
+
+    rates["inference_onednn"] = best(run_inference)
+    return rates
 
 
 def _timed(function, *args) -> dict:
@@ -163,7 +195,7 @@ def prepare(side: str, o: dict):
                    "teacher_eager": lambda b: _teacher(eager, b)}
         info.update(check_loss=recipe.check_loss(batches[0]), engine=recipe.engine.describe(),
                     weights_fingerprint=_fingerprint([recipe.teacher, recipe.students[""]]),
-                    matmul_gflops=matmul_gflops(info["threads"]))
+                    matmul_gflops=matmul_gflops(info["threads"], workdir))
     elif side == "paddlenlp":
         actions, check, models = _paddlenlp_side(o, workdir, batches)
         info.update(check_loss=check, weights_fingerprint=_fingerprint(models))
