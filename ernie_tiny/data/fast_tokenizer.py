@@ -1,0 +1,228 @@
+"""A fast ERNIE WordPiece tokenizer for shard building, and the token-for-token check that
+guards it.
+
+``FastErnieTokenizer`` reads the same vocabulary as PaddleNLP's ``ErnieTokenizer`` and
+reproduces its ``convert_tokens_to_ids(tokenize(text))``: characters lower-cased one by one,
+control characters dropped, accents stripped (NFD, then combining marks removed), CJK
+characters, punctuation and symbols (``_is_symbol``: Unicode S* and a few more) split off, whitespace split, then greedy longest-match
+WordPiece with ``[UNK]`` for a word it cannot spell (or one over 100 characters).
+
+Why not the ``tokenizers`` package or PaddleNLP's FastTokenizer: FastTokenizer has no
+wheel for our Python (3.11), and ``tokenizers``' BERT pipeline measured only ~3x
+``ErnieTokenizer`` on the offline corpus (its normaliser tracks every character's offsets,
+which shards do not need). Here each step of a document is one call into CPython's compiled
+string code (``str.lower``, ``unicodedata.normalize``, one precompiled ``re`` pattern that
+yields the basic tokens), and WordPiece runs once per distinct word (memoised), so Python
+does one dictionary look-up per token.
+
+Exactness is not assumed: ``check_identical`` compares both tokenizers on documents and
+raises ``TokenizerMismatch`` naming the first document that differs.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+import sys
+import unicodedata
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+NAME = "ernie_tiny.FastErnieTokenizer"
+MAX_WORD_CHARS = 100  # PaddleNLP's WordpieceTokenizer.max_input_chars_per_word
+CACHE_LIMIT = 2_000_000  # distinct words memoised before the cache starts afresh (memory stays bounded)
+
+# PaddleNLP's BasicTokenizer._is_chinese_char
+CJK_RANGES = [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+              (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)]
+ASCII_PUNCTUATION = [(33, 47), (58, 64), (91, 96), (123, 126)]  # _is_punctuation's non-letter ASCII
+EXTRA_SYMBOLS = [0x00AD, 0x00B2, 0x00BA, 0x3007, 0x00B5, 0x00D8, 0x014B, 0x01B1]  # _is_symbol's list
+
+
+class TokenizerMismatch(ValueError):
+    """The fast tokenizer gave other ids than ``ErnieTokenizer``; the message says where."""
+
+
+class UnsupportedTokenizer(ValueError):
+    """The tokenizer's settings have no fast equivalent here (the message says which)."""
+
+
+def _char_class(ranges: Iterable[Tuple[int, int]]) -> str:
+    """A regex character-class body (no brackets) for inclusive code-point ranges."""
+    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+
+
+def _ranges(flags: Sequence[bool]) -> List[Tuple[int, int]]:
+    out, start = [], None
+    for cp, flag in enumerate(itertools.chain(flags, [False])):
+        if flag and start is None:
+            start = cp
+        elif not flag and start is not None:
+            out.append((start, cp - 1))
+            start = None
+    return out
+
+
+ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
+
+
+@functools.lru_cache(maxsize=2)
+def _patterns(astral: bool) -> Tuple[re.Pattern, re.Pattern, re.Pattern]:
+    """(characters ``_clean_text`` drops, combining marks, basic tokens), built once per process
+    from the Unicode tables of this Python (as ``ErnieTokenizer``'s own checks are). Without
+    ``astral`` the classes cover only the Basic Multilingual Plane, which ``re`` matches with a
+    bitmap (a class with code points above U+FFFF is a list of ranges, ~20x slower); text with
+    an astral character gets the full patterns."""
+    top = sys.maxunicode if astral else 0xFFFF
+    categories = [unicodedata.category(chr(cp)) for cp in range(top + 1)]
+    dropped = [cat[0] == "C" for cat in categories]
+    for keep in "\t\n\r":
+        dropped[ord(keep)] = False
+    dropped[0] = dropped[0xFFFD] = True
+    punct = [cat[0] in "PS" for cat in categories]  # BasicTokenizer splits off punctuation and symbols
+    for a, b in ASCII_PUNCTUATION:
+        punct[a:b + 1] = [True] * (b - a + 1)
+    for cp in EXTRA_SYMBOLS:
+        punct[cp] = True
+    marks = [cat == "Mn" for cat in categories]
+    cjk = _char_class((a, min(b, top)) for a, b in CJK_RANGES if a <= top)
+    pun = _char_class(_ranges(punct))
+    return (re.compile(f"[{_char_class(_ranges(dropped))}]+"),
+            re.compile(f"[{_char_class(_ranges(marks))}]+"),
+            re.compile(f"[{cjk}]|[{pun}]|[^\\s{cjk}{pun}]+"))
+
+
+def unsupported_reason(tokenizer) -> str:
+    """Why ``tokenizer`` cannot be reproduced here, or "" when it can."""
+    basic = getattr(tokenizer, "basic_tokenizer", None)
+    wordpiece = getattr(tokenizer, "wordpiece_tokenizer", None)
+    if basic is None or wordpiece is None or not hasattr(tokenizer, "vocab"):
+        return f"{type(tokenizer).__name__} is not a BasicTokenizer + WordPiece tokenizer"
+    if not (getattr(tokenizer, "do_lower_case", False) and basic.do_lower_case):
+        return "do_lower_case is off"
+    if basic.strip_accents is False or not basic.tokenize_chinese_chars or basic.never_split:
+        return "strip_accents=False, tokenize_chinese_chars=False or never_split is set"
+    if wordpiece.max_input_chars_per_word != MAX_WORD_CHARS:
+        return f"max_input_chars_per_word is {wordpiece.max_input_chars_per_word}, not {MAX_WORD_CHARS}"
+    return ""
+
+
+class _WordIds(dict):
+    """word -> tuple of ids, computed by WordPiece on first use."""
+
+    def __init__(self, vocab: Dict[str, int], unk_id: int):
+        super().__init__()
+        self.vocab, self.unk_id = vocab, unk_id
+
+    def __missing__(self, word: str) -> tuple:
+        if len(self) >= CACHE_LIMIT:
+            self.clear()
+        ids = self[word] = self.wordpiece(word)
+        return ids
+
+    def wordpiece(self, word: str) -> tuple:
+        """Greedy longest match from the left, ``##`` on continuations; ``[UNK]`` for the whole
+        word when a piece cannot be matched (PaddleNLP's WordpieceTokenizer)."""
+        if len(word) > MAX_WORD_CHARS:
+            return (self.unk_id,)
+        ids, start = [], 0
+        while start < len(word):
+            for end in range(len(word), start, -1):
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                if piece in self.vocab:
+                    ids.append(self.vocab[piece])
+                    start = end
+                    break
+            else:
+                return (self.unk_id,)
+        return tuple(ids)
+
+
+class FastErnieTokenizer:
+    """``ErnieTokenizer``'s ids from the same vocabulary, fast. Picklable (rebuilt in workers)."""
+
+    name = NAME
+
+    def __init__(self, vocab: Dict[str, int], unk_token: str = "[UNK]", special_tokens: Sequence[str] = ()):
+        self.vocab = dict(vocab)
+        self.unk_token = unk_token
+        self.special_tokens = list(special_tokens)
+        self._setup()
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> "FastErnieTokenizer":
+        reason = unsupported_reason(tokenizer)
+        if reason:
+            raise UnsupportedTokenizer(f"no fast tokenizer for this tokenizer: {reason}")
+        return cls(tokenizer.get_vocab(), tokenizer.unk_token, tokenizer.unique_no_split_tokens)
+
+    def _setup(self) -> None:
+        self._bmp, self._full = _patterns(False), _patterns(True)
+        self._ids = _WordIds(self.vocab, self.vocab[self.unk_token])
+        ordered = sorted(self.special_tokens, key=len, reverse=True)
+        self._special = re.compile("(" + "|".join(map(re.escape, ordered)) + ")") if ordered else None
+
+    def __getstate__(self):
+        return {"vocab": self.vocab, "unk_token": self.unk_token, "special_tokens": self.special_tokens}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._setup()
+
+    def basic_tokens(self, text: str) -> List[str]:
+        """The words ``BasicTokenizer`` would hand to WordPiece (text without special tokens)."""
+        text = text.lower() if "\u03a3" not in text else "".join(ch.lower() for ch in text)  # no final-sigma rule
+        dropped, marks, tokens = self._full if ASTRAL.search(text) else self._bmp
+        if not text.isprintable():
+            text = dropped.sub("", text)
+        if not text.isascii():
+            text = marks.sub("", unicodedata.normalize("NFD", text))
+        return tokens.findall(text)
+
+    def encode(self, text: str) -> List[int]:
+        """``ErnieTokenizer.convert_tokens_to_ids(ErnieTokenizer.tokenize(text))``."""
+        if self._special is None or not self._special.search(text):
+            return list(itertools.chain.from_iterable(map(self._ids.__getitem__, self.basic_tokens(text))))
+        ids: List[int] = []
+        for i, part in enumerate(self._special.split(text)):
+            if i % 2:
+                ids.append(self.vocab[part])
+            else:
+                ids.extend(itertools.chain.from_iterable(map(self._ids.__getitem__, self.basic_tokens(part))))
+        return ids
+
+    def encode_batch(self, texts: Iterable[str]) -> List[List[int]]:
+        return [self.encode(text) for text in texts]
+
+
+def python_ids(tokenizer, text: str) -> List[int]:
+    """The reference: PaddleNLP's Python tokenizer, as shards were always built."""
+    return tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))
+
+
+def _excerpt(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def mismatch_message(index: int, text: str, expected: List[int], got: List[int], reference_tokens=None) -> str:
+    """Where two id sequences first differ, with a few ids either side."""
+    first = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
+    lo, hi = max(0, first - 3), first + 4
+    lines = [f"document {index} ({_excerpt(text)}): ids differ at token {first} "
+             f"(ErnieTokenizer: {len(expected)} tokens, fast: {len(got)})",
+             f"  ErnieTokenizer ids[{lo}:{hi}] = {expected[lo:hi]}",
+             f"  fast ids[{lo}:{hi}]           = {got[lo:hi]}"]
+    if reference_tokens is not None:
+        lines.append(f"  ErnieTokenizer tokens[{lo}:{hi}] = {reference_tokens[lo:hi]}")
+    return "\n".join(lines)
+
+
+def check_identical(reference, fast: FastErnieTokenizer, documents: Iterable[str]) -> Tuple[int, int]:
+    """Tokenize ``documents`` with both; raise ``TokenizerMismatch`` at the first that differs.
+    Returns (documents, characters) compared."""
+    docs = chars = 0
+    for index, text in enumerate(documents):
+        expected, got = python_ids(reference, text), fast.encode(text)
+        if expected != got:
+            raise TokenizerMismatch(mismatch_message(index, text, expected, got, reference.tokenize(text)))
+        docs, chars = docs + 1, chars + len(text)
+    return docs, chars
