@@ -29,7 +29,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 NAME = "ernie_tiny.FastErnieTokenizer"
 MAX_WORD_CHARS = 100  # PaddleNLP's WordpieceTokenizer.max_input_chars_per_word
-CACHE_LIMIT = 2_000_000  # distinct words memoised before the cache starts afresh (memory stays bounded)
+CACHE_LIMIT = 200_000  # distinct words memoised before the cache starts afresh (memory stays bounded)
 
 # PaddleNLP's BasicTokenizer._is_chinese_char
 CJK_RANGES = [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
