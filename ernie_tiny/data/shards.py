@@ -31,7 +31,7 @@ from ernie_tiny.data import fast_tokenizer
 
 INDEX = "index.json"
 CHUNK_DOCUMENTS = 512  # documents per task sent to a worker
-CHECK_DOCUMENTS = 2000  # the first documents tokenized by both tokenizers before the fast one builds shards
+CHECK_DOCUMENTS = 1024  # the first documents (two chunks) also tokenized by ErnieTokenizer to check the fast ids
 PYTHON_TOKENIZER = "paddlenlp.ErnieTokenizer"
 
 
@@ -40,23 +40,30 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-_worker_state: tuple = ()  # (encode, sep id, dtype) in each worker
+_worker_state: tuple = ()  # (encode, reference or None, sep id, dtype) in each worker
 
 
-def _init_worker(encode: Callable[[str], List[int]], sep: int, dtype) -> None:
+def _init_worker(encode: Callable[[str], List[int]], reference, sep: int, dtype) -> None:
     global _worker_state
-    _worker_state = (encode, sep, dtype)
+    _worker_state = (encode, reference, sep, dtype)
 
 
-def _encode(docs: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+def _encode(task: Tuple[int, List[str], bool]) -> Tuple[np.ndarray, np.ndarray, int]:
     """A chunk as (per-document lengths with their [SEP], 0 for a document without tokens;
-    all ids, each non-empty document followed by [SEP]): two arrays, cheap to send back."""
-    encode, sep, dtype = _worker_state
+    all ids, each non-empty document followed by [SEP]; characters checked): arrays, cheap to
+    send back. A chunk marked for checking is also tokenized by the reference (Python)
+    tokenizer; the first document whose ids differ raises ``TokenizerMismatch``."""
+    first, docs, check = task
+    encode, reference, sep, dtype = _worker_state
     seqs = [encode(doc) for doc in docs]
+    checked = 0
+    if check and reference is not None:
+        fast_tokenizer.check_identical(reference, seqs, docs, first)
+        checked = sum(len(doc) for doc in docs)
     lengths = np.fromiter((len(ids) + 1 if ids else 0 for ids in seqs), dtype=np.int64, count=len(seqs))
     flat = np.fromiter(itertools.chain.from_iterable(itertools.chain(ids, (sep,)) for ids in seqs if ids),
                        dtype=dtype, count=int(lengths.sum()))
-    return lengths, flat
+    return lengths, flat, checked
 
 
 def _chunks(documents: Iterable[str], size: int) -> Iterator[List[str]]:
@@ -68,7 +75,16 @@ def _chunks(documents: Iterable[str], size: int) -> Iterator[List[str]]:
         yield chunk
 
 
-def _ordered(pool, chunks: Iterable[List[str]], ahead: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+def _tasks(documents: Iterable[str], check_documents: int) -> Iterator[Tuple[int, List[str], bool]]:
+    """(index of the chunk's first document, chunk, check it?): the chunks that start within the
+    first ``check_documents`` documents are checked."""
+    first = 0
+    for chunk in _chunks(documents, CHUNK_DOCUMENTS):
+        yield first, chunk, first < check_documents
+        first += len(chunk)
+
+
+def _ordered(pool, chunks: Iterable[tuple], ahead: int) -> Iterator[Tuple[np.ndarray, np.ndarray, int]]:
     """Encoded chunks in order, with at most ``ahead`` in flight, so memory stays flat however
     large the corpus (``Pool.imap`` would read the whole corpus into its task queue)."""
     pending: collections.deque = collections.deque()
@@ -114,35 +130,26 @@ class _ShardWriter:
             self.handle = None
 
 
-def choose_encoder(tokenizer, documents: Iterator[str], fast: bool = True,
-                   check_documents: int = CHECK_DOCUMENTS) -> Tuple[Callable[[str], List[int]], dict, Iterator[str]]:
-    """The function that turns a document into ids, what to record about it in index.json,
-    and the documents (the first ones, read for the check, put back in front).
+def choose_encoder(tokenizer, fast: bool = True) -> Tuple[Callable[[str], List[int]], Optional[Callable], dict]:
+    """(the function that turns a document into ids, the reference its output is checked
+    against or None, what to record about it in index.json).
 
-    ``fast``: the ``FastErnieTokenizer``, after it gave ``ErnieTokenizer``'s ids on the first
-    ``check_documents`` documents; a difference raises ``TokenizerMismatch`` (refuse rather
-    than fall back: a silent slow path would cost days on a large corpus). A tokenizer it
-    cannot reproduce (not BasicTokenizer + WordPiece) is built with the Python tokenizer,
-    with a warning. ``fast=False``: PaddleNLP's Python tokenizer."""
+    ``fast``: the ``FastErnieTokenizer``, checked token for token against ``ErnieTokenizer``
+    on the first documents (``build_shards`` refuses on a difference rather than falling back:
+    a silent slow path would cost days on a large corpus, and a difference means a setting we
+    do not reproduce). A tokenizer it cannot reproduce (not BasicTokenizer + WordPiece, or
+    other settings) is built with the Python tokenizer, with a warning. ``fast=False``:
+    PaddleNLP's Python tokenizer, as before."""
     python = functools.partial(fast_tokenizer.python_ids, tokenizer)
     if not fast:
-        return python, {"name": PYTHON_TOKENIZER}, documents
+        return python, None, {"name": PYTHON_TOKENIZER}
     reason = fast_tokenizer.unsupported_reason(tokenizer)
     if reason:
         print(f"warning: shards are built with the Python {type(tokenizer).__name__} (slow): {reason}",
               file=sys.stderr)
-        return python, {"name": PYTHON_TOKENIZER, "fast_unsupported": reason}, documents
+        return python, None, {"name": PYTHON_TOKENIZER, "fast_unsupported": reason}
     encoder = fast_tokenizer.FastErnieTokenizer.from_tokenizer(tokenizer)
-    head = list(itertools.islice(documents, check_documents))
-    try:
-        checked, chars = fast_tokenizer.check_identical(tokenizer, encoder, head)
-    except fast_tokenizer.TokenizerMismatch as err:
-        raise fast_tokenizer.TokenizerMismatch(
-            f"{err}\nno shards were built: the fast tokenizer must give ErnieTokenizer's ids exactly; "
-            f"set Data.shard_tokenizer: python to build with ErnieTokenizer (about 10x slower)") from None
-    record = {"name": encoder.name, "checked_against": PYTHON_TOKENIZER,
-              "checked_documents": checked, "checked_characters": chars}
-    return encoder.encode, record, itertools.chain(head, documents)
+    return encoder.encode, tokenizer, {"name": encoder.name, "checked_against": PYTHON_TOKENIZER}
 
 
 def build_shards(
@@ -157,30 +164,37 @@ def build_shards(
 ) -> Path:
     """Tokenize ``documents`` into ``out_dir`` (atomically) with ``workers`` processes (0: the
     available cores), streaming: at most a few chunks are in memory at once. ``fast``: see
-    ``choose_encoder``; the tokenizer used is recorded in index.json. ``progress(n_docs)`` is
-    called as it goes."""
+    ``choose_encoder``; its check runs in the workers on the chunks that start within the first
+    ``check_documents`` documents. The tokenizer used is recorded in index.json.
+    ``progress(n_docs)`` is called as it goes."""
     out_dir = Path(out_dir)
     workers = workers if workers > 0 else available_cores()
     vocab_size = len(tokenizer)
     dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max else np.uint32
     sep = tokenizer.sep_token_id
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    encode, record, documents = choose_encoder(tokenizer, iter(documents), fast, check_documents)
+    encode, reference, record = choose_encoder(tokenizer, fast)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp", dir=out_dir.parent))
     writer = _ShardWriter(tmp, shard_tokens)
-    docs = 0
+    docs = checked_docs = checked_chars = 0
     try:
-        _init_worker(encode, sep, dtype)
-        pool = multiprocessing.get_context("fork").Pool(workers, _init_worker, (encode, sep, dtype)) \
-            if workers > 1 else None
-        chunks = _chunks(documents, CHUNK_DOCUMENTS)
-        encoded = _ordered(pool, chunks, 2 * workers) if pool else map(_encode, chunks)
+        state = (encode, reference, sep, dtype)
+        _init_worker(*state)
+        pool = multiprocessing.get_context("fork").Pool(workers, _init_worker, state) if workers > 1 else None
+        tasks = _tasks(documents, check_documents if reference is not None else 0)
+        encoded = _ordered(pool, tasks, 2 * workers) if pool else map(_encode, tasks)
         try:
-            for lengths, flat in encoded:
+            for lengths, flat, checked in encoded:
                 writer.write(lengths, flat)
+                if reference is not None and docs < check_documents:  # this chunk was checked
+                    checked_docs, checked_chars = checked_docs + len(lengths), checked_chars + checked
                 docs += len(lengths)
                 if progress:
                     progress(len(lengths))
+        except fast_tokenizer.TokenizerMismatch as err:
+            raise fast_tokenizer.TokenizerMismatch(
+                f"{err}\nno shards were built: the fast tokenizer must give ErnieTokenizer's ids exactly; "
+                f"set Data.shard_tokenizer: python to build with ErnieTokenizer (about 10x slower)") from None
         finally:
             if pool:
                 pool.terminate()
@@ -188,6 +202,8 @@ def build_shards(
             writer.close()
         if not writer.shards:
             raise ValueError("the corpus has no document with any token")
+        if reference is not None:
+            record = dict(record, checked_documents=checked_docs, checked_characters=checked_chars)
         index = {"dtype": np.dtype(dtype).name, "documents": docs, "vocab_size": vocab_size,
                  "cls_token_id": tokenizer.cls_token_id, "sep_token_id": sep, "shards": writer.shards,
                  "tokenizer": record}
