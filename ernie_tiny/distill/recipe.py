@@ -52,7 +52,7 @@ def run(config: DistillConfig) -> Path:
     rt, output_dir = runtime.start_stage(config)
 
     tokenizer = prepare_tokenizer(config, rt)
-    corpus = prepare_corpus(config, rt, tokenizer, workers=2 if rt.world_size == 1 else 1)
+    corpus = prepare_corpus(config, rt, tokenizer)
     teacher, student = build_models(config, tokenizer)
     teacher_qkv = QKVExtractor(teacher, config.Distill.teacher_layer)
     student_qkv = QKVExtractor(student, config.Distill.student_layer)
