@@ -108,7 +108,8 @@ def measure(args) -> dict:
         vocab = len(tokenizer)
     sides = {side: {"seconds": min(s), "all_seconds": s, "chars_per_s": chars / min(s),
                     "docs_per_s": len(docs) / min(s)} for side, s in seconds.items()}
-    return {"machine": info, "sources": args.sources, "documents": len(docs), "characters": chars,
+    command = "python tools/benchmark.py " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
+    return {"command": command, "machine": info, "sources": args.sources, "documents": len(docs), "characters": chars,
             "vocab_size": vocab, "workers": workers, "rounds": args.rounds, "read_seconds": read_seconds,
             "sides": sides, "ratio": sides["fast"]["chars_per_s"] / sides["python"]["chars_per_s"],
             "identical": identical, "tokens": tokens, "shards": shards, "fast_tokenizer": record}
@@ -120,6 +121,7 @@ def report(r: dict) -> str:
     lines = [
         "# Shard building: characters/s",
         "",
+        *([f"`{r['command']}`", ""] if r["command"] else []),
         f"Machine: {m['cpu']}, {m['cores_available']} cores available ({m['cores_machine']} on the machine), "
         f"Python {m['python']}, 1-min load average at start {m['load_average_1min_at_start']:.2f}.",
         f"Corpus: {' + '.join(r['sources'])}: {r['documents']:,} documents, {r['characters']:,} characters; "

@@ -11,9 +11,12 @@ Why not the ``tokenizers`` package or PaddleNLP's FastTokenizer: FastTokenizer h
 wheel for our Python (3.11), and ``tokenizers``' BERT pipeline measured only ~3x
 ``ErnieTokenizer`` on the offline corpus (its normaliser tracks every character's offsets,
 which shards do not need). Here each step of a document is one call into CPython's compiled
-string code (``str.lower``, ``unicodedata.normalize``, one precompiled ``re`` pattern that
-yields the basic tokens), and WordPiece runs once per distinct word (memoised), so Python
-does one dictionary look-up per token.
+string code: ``str.lower``, ``unicodedata.normalize``, precompiled ``re`` patterns (on the
+Basic Multilingual Plane, where ``re`` matches classes by bitmap) that cut the text into words
+and the text between them, ``str.translate`` that turns the CJK characters, punctuation and
+symbols between words into their ids, and WordPiece once per distinct word (memoised). Ids
+travel as strings of one character per id, read back into arrays with one ``encode`` per
+chunk of documents, so Python does a few operations per word, not per token.
 
 Exactness is not assumed: ``check_identical`` compares its ids with the Python tokenizer's
 and raises ``TokenizerMismatch`` naming the first document that differs.
@@ -26,6 +29,8 @@ import re
 import sys
 import unicodedata
 from typing import Dict, Iterable, List, Sequence, Tuple
+
+import numpy as np
 
 NAME = "ernie_tiny.FastErnieTokenizer"
 MAX_WORD_CHARS = 100  # PaddleNLP's WordpieceTokenizer.max_input_chars_per_word
@@ -67,7 +72,8 @@ ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
 
 @functools.lru_cache(maxsize=2)
 def _patterns(astral: bool) -> Tuple[re.Pattern, re.Pattern, re.Pattern]:
-    """(characters ``_clean_text`` drops, combining marks, basic tokens), built once per process
+    """(characters ``_clean_text`` drops, combining marks, words: the runs of characters that are
+    neither whitespace, CJK, punctuation nor symbols, in a capturing group), built once per process
     from the Unicode tables of this Python (as ``ErnieTokenizer``'s own checks are). Without
     ``astral`` the classes cover only the Basic Multilingual Plane, which ``re`` matches with a
     bitmap (a class with code points above U+FFFF is a list of ranges, ~20x slower); text with
@@ -88,7 +94,7 @@ def _patterns(astral: bool) -> Tuple[re.Pattern, re.Pattern, re.Pattern]:
     pun = _char_class(_ranges(punct))
     return (re.compile(f"[{_char_class(_ranges(dropped))}]+"),
             re.compile(f"[{_char_class(_ranges(marks))}]+"),
-            re.compile(f"[{cjk}]|[{pun}]|[^\\s{cjk}{pun}]+"))
+            re.compile(f"([^\\s{cjk}{pun}]+)"))
 
 
 def unsupported_reason(tokenizer) -> str:
@@ -106,17 +112,38 @@ def unsupported_reason(tokenizer) -> str:
     return ""
 
 
-class _WordIds(dict):
-    """word -> tuple of ids, computed by WordPiece on first use."""
+def _id_string(ids: Iterable[int]) -> str:
+    """Ids as a string of one character per id (``chr(id)``): a document's ids are then built
+    by str.translate and str.join, in C, and read back with one ``encode``."""
+    return "".join(map(chr, ids))
+
+
+class _SingleCharIds(dict):
+    """``str.translate`` table for the text between words: code point -> its id character
+    (a CJK character, punctuation or symbol is one token: its id, or [UNK]'s), or None for
+    whitespace (dropped). Filled on first use of each character."""
 
     def __init__(self, vocab: Dict[str, int], unk_id: int):
         super().__init__()
         self.vocab, self.unk_id = vocab, unk_id
 
-    def __missing__(self, word: str) -> tuple:
+    def __missing__(self, cp: int):
+        char = chr(cp)
+        value = self[cp] = None if char.isspace() else chr(self.vocab.get(char, self.unk_id))
+        return value
+
+
+class _WordIds(dict):
+    """word -> its WordPiece ids as an id string (``_id_string``), computed on first use."""
+
+    def __init__(self, vocab: Dict[str, int], unk_id: int):
+        super().__init__()
+        self.vocab, self.unk_id = vocab, unk_id
+
+    def __missing__(self, word: str) -> str:
         if len(self) >= CACHE_LIMIT:
             self.clear()
-        ids = self[word] = self.wordpiece(word)
+        ids = self[word] = _id_string(self.wordpiece(word))
         return ids
 
     def wordpiece(self, word: str) -> tuple:
@@ -157,7 +184,9 @@ class FastErnieTokenizer:
 
     def _setup(self) -> None:
         self._bmp = _patterns(False)
-        self._ids = _WordIds(self.vocab, self.vocab[self.unk_token])
+        unk_id = self.vocab[self.unk_token]
+        self._single = _SingleCharIds(self.vocab, unk_id)
+        self._words = _WordIds(self.vocab, unk_id)
         ordered = sorted(self.special_tokens, key=len, reverse=True)
         self._special = re.compile("(" + "|".join(map(re.escape, ordered)) + ")") if ordered else None
 
@@ -168,27 +197,40 @@ class FastErnieTokenizer:
         self.__dict__.update(state)
         self._setup()
 
-    def basic_tokens(self, text: str) -> List[str]:
-        """The words ``BasicTokenizer`` would hand to WordPiece (text without special tokens)."""
+    def _plain_ids(self, text: str) -> str:
+        """The id string of text without special tokens: normalised as ``BasicTokenizer`` does,
+        split into words (WordPiece, memoised) and the text between them (one token per
+        character, by ``str.translate``; whitespace dropped)."""
         text = text.lower() if "\u03a3" not in text else "".join(ch.lower() for ch in text)  # no final-sigma rule
-        dropped, marks, tokens = _patterns(True) if ASTRAL.search(text) else self._bmp
+        dropped, marks, words = _patterns(True) if ASTRAL.search(text) else self._bmp
         if not text.isprintable():
             text = dropped.sub("", text)
         if not text.isascii():
             text = marks.sub("", unicodedata.normalize("NFD", text))
-        return tokens.findall(text)
+        parts = words.split(text)  # between-words, word, between-words, ..., between-words
+        parts[0::2] = [part.translate(self._single) for part in parts[0::2]]
+        parts[1::2] = [self._words[word] for word in parts[1::2]]
+        return "".join(parts)
+
+    def id_string(self, text: str) -> str:
+        """``ErnieTokenizer``'s ids of ``text`` as an id string (one character per id)."""
+        if self._special is None or not self._special.search(text):
+            return self._plain_ids(text)
+        parts = self._special.split(text)  # text, special token, text, ...
+        return "".join(chr(self.vocab[part]) if i % 2 else self._plain_ids(part) for i, part in enumerate(parts))
 
     def encode(self, text: str) -> List[int]:
         """``ErnieTokenizer.convert_tokens_to_ids(ErnieTokenizer.tokenize(text))``."""
-        if self._special is None or not self._special.search(text):
-            return list(itertools.chain.from_iterable(map(self._ids.__getitem__, self.basic_tokens(text))))
-        ids: List[int] = []
-        for i, part in enumerate(self._special.split(text)):
-            if i % 2:
-                ids.append(self.vocab[part])
-            else:
-                ids.extend(itertools.chain.from_iterable(map(self._ids.__getitem__, self.basic_tokens(part))))
-        return ids
+        return list(map(ord, self.id_string(text)))
+
+    def encode_chunk(self, texts: Sequence[str], sep: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(per-text lengths with their [SEP], 0 for a text without tokens; all ids as uint32,
+        each non-empty text followed by ``sep``), decoded from one joined id string."""
+        strings = [self.id_string(text) for text in texts]
+        lengths = np.fromiter((len(ids) + 1 if ids else 0 for ids in strings), dtype=np.int64, count=len(strings))
+        sep_char = chr(sep)
+        joined = "".join(ids + sep_char for ids in strings if ids)
+        return lengths, np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
     def encode_batch(self, texts: Iterable[str]) -> List[List[int]]:
         return [self.encode(text) for text in texts]

@@ -14,7 +14,6 @@ token, so packed batches need no padding. Corpora larger than memory stream from
 from __future__ import annotations
 
 import collections
-import functools
 import itertools
 import json
 import multiprocessing
@@ -23,7 +22,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,12 +39,35 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-_worker_state: tuple = ()  # (encode, reference or None, sep id, dtype) in each worker
+class PythonEncoder:
+    """PaddleNLP's Python tokenizer with the chunk interface of ``FastErnieTokenizer``."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def encode_chunk(self, docs: Sequence[str], sep: int) -> Tuple[np.ndarray, np.ndarray]:
+        seqs = [fast_tokenizer.python_ids(self.tokenizer, doc) for doc in docs]
+        lengths = np.fromiter((len(ids) + 1 if ids else 0 for ids in seqs), dtype=np.int64, count=len(seqs))
+        flat = np.fromiter(itertools.chain.from_iterable(itertools.chain(ids, (sep,)) for ids in seqs if ids),
+                           dtype=np.uint32, count=int(lengths.sum()))
+        return lengths, flat
 
 
-def _init_worker(encode: Callable[[str], List[int]], reference, sep: int, dtype) -> None:
+def _per_document(lengths: np.ndarray, flat: np.ndarray) -> List[List[int]]:
+    """Each document's ids (without its [SEP]; [] for a document without tokens)."""
+    out, start = [], 0
+    for length in lengths.tolist():
+        out.append(flat[start:start + length - 1].tolist() if length else [])
+        start += length
+    return out
+
+
+_worker_state: tuple = ()  # (encoder, reference or None, sep id, dtype) in each worker
+
+
+def _init_worker(encoder, reference, sep: int, dtype) -> None:
     global _worker_state
-    _worker_state = (encode, reference, sep, dtype)
+    _worker_state = (encoder, reference, sep, dtype)
 
 
 def _encode(task: Tuple[int, List[str], bool]) -> Tuple[np.ndarray, np.ndarray, int]:
@@ -54,16 +76,13 @@ def _encode(task: Tuple[int, List[str], bool]) -> Tuple[np.ndarray, np.ndarray, 
     send back. A chunk marked for checking is also tokenized by the reference (Python)
     tokenizer; the first document whose ids differ raises ``TokenizerMismatch``."""
     first, docs, check = task
-    encode, reference, sep, dtype = _worker_state
-    seqs = [encode(doc) for doc in docs]
+    encoder, reference, sep, dtype = _worker_state
+    lengths, flat = encoder.encode_chunk(docs, sep)
     checked = 0
     if check and reference is not None:
-        fast_tokenizer.check_identical(reference, seqs, docs, first)
+        fast_tokenizer.check_identical(reference, _per_document(lengths, flat), docs, first)
         checked = sum(len(doc) for doc in docs)
-    lengths = np.fromiter((len(ids) + 1 if ids else 0 for ids in seqs), dtype=np.int64, count=len(seqs))
-    flat = np.fromiter(itertools.chain.from_iterable(itertools.chain(ids, (sep,)) for ids in seqs if ids),
-                       dtype=dtype, count=int(lengths.sum()))
-    return lengths, flat, checked
+    return lengths, flat.astype(dtype, copy=False), checked
 
 
 def _chunks(documents: Iterable[str], size: int) -> Iterator[List[str]]:
@@ -130,9 +149,9 @@ class _ShardWriter:
             self.handle = None
 
 
-def choose_encoder(tokenizer, fast: bool = True) -> Tuple[Callable[[str], List[int]], Optional[Callable], dict]:
-    """(the function that turns a document into ids, the reference its output is checked
-    against or None, what to record about it in index.json).
+def choose_encoder(tokenizer, fast: bool = True) -> tuple:
+    """(the encoder that turns chunks of documents into ids, the reference tokenizer its output
+    is checked against or None, what to record about it in index.json).
 
     ``fast``: the ``FastErnieTokenizer``, checked token for token against ``ErnieTokenizer``
     on the first documents (``build_shards`` refuses on a difference rather than falling back:
@@ -140,16 +159,17 @@ def choose_encoder(tokenizer, fast: bool = True) -> Tuple[Callable[[str], List[i
     do not reproduce). A tokenizer it cannot reproduce (not BasicTokenizer + WordPiece, or
     other settings) is built with the Python tokenizer, with a warning. ``fast=False``:
     PaddleNLP's Python tokenizer, as before."""
-    python = functools.partial(fast_tokenizer.python_ids, tokenizer)
+    python = PythonEncoder(tokenizer)
+    python_name = f"paddlenlp.{type(tokenizer).__name__}"  # PYTHON_TOKENIZER for an ErnieTokenizer
     if not fast:
-        return python, None, {"name": PYTHON_TOKENIZER}
+        return python, None, {"name": python_name}
     reason = fast_tokenizer.unsupported_reason(tokenizer)
     if reason:
         print(f"warning: shards are built with the Python {type(tokenizer).__name__} (slow): {reason}",
               file=sys.stderr)
-        return python, None, {"name": PYTHON_TOKENIZER, "fast_unsupported": reason}
+        return python, None, {"name": python_name, "fast_unsupported": reason}
     encoder = fast_tokenizer.FastErnieTokenizer.from_tokenizer(tokenizer)
-    return encoder.encode, tokenizer, {"name": encoder.name, "checked_against": PYTHON_TOKENIZER}
+    return encoder, tokenizer, {"name": encoder.name, "checked_against": python_name}
 
 
 def build_shards(
@@ -173,12 +193,12 @@ def build_shards(
     dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max else np.uint32
     sep = tokenizer.sep_token_id
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    encode, reference, record = choose_encoder(tokenizer, fast)
+    encoder, reference, record = choose_encoder(tokenizer, fast)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp", dir=out_dir.parent))
     writer = _ShardWriter(tmp, shard_tokens)
     docs = checked_docs = checked_chars = 0
     try:
-        state = (encode, reference, sep, dtype)
+        state = (encoder, reference, sep, dtype)
         _init_worker(*state)
         pool = multiprocessing.get_context("fork").Pool(workers, _init_worker, state) if workers > 1 else None
         tasks = _tasks(documents, check_documents if reference is not None else 0)
