@@ -27,6 +27,9 @@ class DataSection(Section):
     max_documents: int = Field(0, ge=0, description="0 = all")
     cache_dir: str = ""  # "" = <output_dir>/../.shards
     shard_tokens: int = Field(16_000_000, ge=1024, description="tokens per shard file")
+    shard_tokenizer: Literal["fast", "python"] = Field(
+        "fast", description="'fast': FastErnieTokenizer, checked against ErnieTokenizer; 'python': ErnieTokenizer")
+    shard_workers: int = Field(0, ge=0, description="processes that build the shards; 0 = the available cores")
 
     def check(self):
         for i, source in enumerate(self.sources):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ernie_tiny.benchmarks import distill_speed, latency
+from ernie_tiny.benchmarks import distill_speed, latency, shard_speed
 
 
 def main(argv=None) -> int:
@@ -17,7 +17,13 @@ def main(argv=None) -> int:
         "latency", help="inference latency: eager vs Paddle Inference vs onnxruntime fp32 / int8",
         description=latency.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     latency.add_arguments(latency_parser)
+    shards = commands.add_parser(
+        "shards", help="characters/s of shard building: our fast tokenizer vs PaddleNLP's ErnieTokenizer",
+        description=shard_speed.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shard_speed.add_arguments(shards)
     args = parser.parse_args(argv)
+    if args.command == "shards":
+        return shard_speed.main(args)
     if args.command == "distill":
         return distill_speed.main(args)
     if args.command == "latency":

@@ -2,7 +2,9 @@
 
 Vocabulary and shards are cached under ``Data.cache_dir`` (default: ``.shards`` beside the
 output directory), keyed by a hash of the sources (paths, sizes, times) and settings, so a
-second run, or another rank, reuses them. Only the main rank builds; the others wait.
+second run, or another rank, reuses them. Only the main rank builds; the others wait on the
+file system (``filewait``), never in a collective, so no process-group timeout runs while a
+large corpus is tokenized.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from tqdm import tqdm
 
 from ernie_tiny import tokenization
 from ernie_tiny.data.corpus import fingerprint, iter_documents
+from ernie_tiny.data.filewait import build_or_wait
 from ernie_tiny.data.shards import PackedSequences, build_shards, find_complete
 
 
@@ -38,10 +41,10 @@ def prepare_tokenizer(config, rt):
     key = fingerprint(data.sources, data.document_separator, data.max_documents,
                       config.Tokenizer.vocab_size, config.Tokenizer.min_freq)
     vocab = cache_root(config) / f"vocab-{key}.txt"
-    if rt.is_main and not vocab.is_file():
-        tokenization.build_vocab(_documents(config, "vocabulary"), vocab,
-                                 config.Tokenizer.vocab_size, config.Tokenizer.min_freq)
-    rt.barrier()
+    build_or_wait(vocab, Path.is_file,
+                  lambda: tokenization.build_vocab(_documents(config, "vocabulary"), vocab,
+                                                   config.Tokenizer.vocab_size, config.Tokenizer.min_freq),
+                  "corpus vocabulary", rt.rank, rt.is_main)
     return tokenization.tokenizer_from_vocab(vocab)
 
 
@@ -51,11 +54,15 @@ def vocab_hash(tokenizer) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def prepare_corpus(config, rt, tokenizer, workers: int = 1) -> PackedSequences:
+def prepare_corpus(config, rt, tokenizer) -> PackedSequences:
+    """The corpus as packed sequences. The main rank builds the shards (cached by sources and
+    vocabulary) with ``Data.shard_workers`` processes and ``Data.shard_tokenizer``; the other
+    ranks wait for the finished directory on the file system."""
     data = config.Data
     key = fingerprint(data.sources, data.document_separator, data.max_documents, vocab_hash(tokenizer))
     shard_dir = cache_root(config) / f"shards-{key}"
-    if rt.is_main and find_complete(shard_dir) is None:
-        build_shards(_documents(config, "tokenize"), tokenizer, shard_dir, data.shard_tokens, workers=workers)
-    rt.barrier()
+    build_or_wait(shard_dir, lambda path: find_complete(path) is not None,
+                  lambda: build_shards(_documents(config, "tokenize"), tokenizer, shard_dir, data.shard_tokens,
+                                       workers=data.shard_workers, fast=data.shard_tokenizer == "fast"),
+                  "token shards", rt.rank, rt.is_main)
     return PackedSequences(shard_dir, data.seq_len)

@@ -94,7 +94,7 @@ def run(config: DistillConfig) -> Path:
     rt, output_dir = runtime.start_stage(config)
 
     tokenizer = prepare_tokenizer(config, rt)
-    corpus = prepare_corpus(config, rt, tokenizer, workers=2 if rt.world_size == 1 else 1)
+    corpus = prepare_corpus(config, rt, tokenizer)
     teacher, students = build_models(config, tokenizer)
     trained, model, relation_heads, groups = build_students(config, students)
     train = config.Train

@@ -93,7 +93,7 @@ def run(config: PretrainConfig) -> Path:
     rt, output_dir = runtime.start_stage(config)
 
     tokenizer = prepare_tokenizer(config, rt)
-    corpus = prepare_corpus(config, rt, tokenizer, workers=2 if rt.world_size == 1 else 1)
+    corpus = prepare_corpus(config, rt, tokenizer)
     model = build_model(config, tokenizer)
     body = MaskedLMBody(model)
     masker = Masker.for_tokenizer(tokenizer, config.Mlm)
