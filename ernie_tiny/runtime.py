@@ -35,7 +35,35 @@ def configure_threads(num_threads: int = 0) -> int:
               f"{os.environ.get('OMP_NUM_THREADS')} stays", file=sys.stderr)
     os.environ["OMP_NUM_THREADS"] = str(num_threads)
     os.environ.setdefault("MKL_NUM_THREADS", str(num_threads))
+    configure_mkl_for_cpu()
     return num_threads
+
+
+def mkl_cpu_type_for(cpuinfo: str) -> str:
+    """``"5"`` (MKL's AVX2 code path) for an AMD CPU with AVX2, else ``""``.
+
+    Paddle's CPU wheel does its eager matmuls with Intel MKL (``libmklml_intel``), which on
+    AMD CPUs takes a generic code path unless ``MKL_DEBUG_CPU_TYPE=5`` asks for its AVX2 one:
+    measured on an AMD EPYC (2 threads), a 2048^3 float32 matmul ran at 90 GFLOP/s without it and
+    203 GFLOP/s with it, and a 4L-312H student's distillation step took 0.83 s vs 0.62 s. (Newer
+    MKL releases ignore the variable; Paddle Inference's oneDNN kernels do not use MKL's GEMM.)"""
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    vendor = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("vendor_id")), "")
+    return "5" if vendor == "AuthenticAMD" and "avx2" in flags else ""
+
+
+def configure_mkl_for_cpu(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """Set ``MKL_DEBUG_CPU_TYPE`` for this CPU (see ``mkl_cpu_type_for``) unless it is set
+    already, before Paddle (and MKL) load. Returns the value in force ("" for none)."""
+    if "MKL_DEBUG_CPU_TYPE" not in os.environ:
+        try:
+            with open(cpuinfo_path, encoding="utf-8", errors="replace") as f:
+                value = mkl_cpu_type_for(f.read(200_000))
+        except OSError:
+            value = ""
+        if value:
+            os.environ["MKL_DEBUG_CPU_TYPE"] = value
+    return os.environ.get("MKL_DEBUG_CPU_TYPE", "")
 
 
 @dataclass

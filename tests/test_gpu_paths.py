@@ -336,3 +336,24 @@ def test_pretraining_with_the_prefetch_thread_resumes_exactly(tmp_path, monkeypa
     for a_row, b_row in zip(read_log(out_a)[3:], read_log(out_b)):
         assert b_row["loss_mlm"] == pytest.approx(a_row["loss_mlm"], abs=1e-5)
     assert_resumed_run_matches(out_a / "mlm", out_b / "mlm", out_a / "checkpoints" / "step_00000003")
+
+
+AMD = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n"
+INTEL = "vendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n"
+OLD_AMD = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx\n"
+
+
+def test_mkl_takes_its_avx2_path_on_amd_cpus_only(tmp_path, monkeypatch):
+    from ernie_tiny.runtime import configure_mkl_for_cpu, mkl_cpu_type_for
+
+    assert mkl_cpu_type_for(AMD) == "5"
+    assert mkl_cpu_type_for(INTEL) == "" and mkl_cpu_type_for(OLD_AMD) == "" and mkl_cpu_type_for("") == ""
+    for text, expected in ((AMD, "5"), (INTEL, "")):
+        monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
+        (tmp_path / "cpuinfo").write_text(text)
+        assert configure_mkl_for_cpu(str(tmp_path / "cpuinfo")) == expected
+    monkeypatch.setenv("MKL_DEBUG_CPU_TYPE", "2")  # the user's own value stays
+    (tmp_path / "cpuinfo").write_text(AMD)
+    assert configure_mkl_for_cpu(str(tmp_path / "cpuinfo")) == "2"
+    monkeypatch.delenv("MKL_DEBUG_CPU_TYPE")
+    assert configure_mkl_for_cpu(str(tmp_path / "missing")) == ""
