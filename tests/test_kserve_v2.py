@@ -7,12 +7,11 @@ import struct
 import httpx
 import numpy as np
 import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from test_export import TEXTS
 from test_serving import exported_predictor, load_server_module, serve_in_background
-
-httpclient = pytest.importorskip("tritonclient.http")
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 MAX_TEXTS, MAX_CHARS = 8, 100
 PAIRS = ["物流也快", "一般", "还不错", "克林顿", "不好"]
