@@ -17,9 +17,9 @@ MAX_TEXTS, MAX_CHARS = 8, 100
 PAIRS = ["物流也快", "一般", "还不错", "克林顿", "不好"]
 
 
-def start(tmp_path_factory, task: str):
+def start(tmp_path_factory, task: str, *export_overrides: str):
     """(predictor, app): the server's app over a tiny exported ``task`` model."""
-    predictor = exported_predictor(tmp_path_factory.mktemp(task), task)
+    predictor = exported_predictor(tmp_path_factory.mktemp(task), task, *export_overrides)
     server = load_server_module()
     app = server.create_app(predictor, server.Limits(MAX_TEXTS, MAX_CHARS, 1 << 16), batch_size=16, max_wait_ms=5)
     return predictor, app
@@ -37,7 +37,8 @@ def single(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    predictor, app = start(tmp_path_factory, "pd_next_paragraph")
+    # the card's 256 tokens are past the tiny model's 130 positions
+    predictor, app = start(tmp_path_factory, "pd_next_paragraph", "Export.max_length=128")
     with serve_in_background(app) as url:
         client = httpclient.InferenceServerClient(url=url.removeprefix("http://"), connection_timeout=10,
                                                   network_timeout=60)

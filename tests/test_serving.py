@@ -53,12 +53,13 @@ def serve_in_background(app):
         thread.join(timeout=10)
 
 
-def exported_predictor(base: Path, task: str):
-    """A Predictor (Paddle Inference, 1 thread) over a tiny random model of ``task``, exported under ``base``."""
+def exported_predictor(base: Path, task: str, *overrides: str):
+    """A Predictor (Paddle Inference, 1 thread) over a tiny random model of ``task``, exported under
+    ``base`` (with the export config's ``overrides``)."""
     from ernie_tiny.deploy.predictor import Predictor
 
     model = make_tiny_model(base / "model", task)
-    out = export(model, base / "export", "Export.onnx=false", "Export.int8=off", "Export.check_examples=8")
+    out = export(model, base / "export", "Export.onnx=false", "Export.int8=off", "Export.check_examples=8", *overrides)
     return Predictor(out, backend="paddle", threads=1)
 
 
