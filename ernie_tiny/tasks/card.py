@@ -61,7 +61,8 @@ class InputSpec(Section):
     type: Literal["single", "pair", "marked_spans", "tokens"]
     text: str = Field(description="field (dotted path) of the text, or of the token list for 'tokens'")
     text_pair: Optional[str] = None
-    join: str = Field("，", description="separator when a text field holds a list (CSL keywords)")
+    join: str = Field(" ", description="separator when a text field holds a list (CSL keywords: a space, as "
+                                       "PaddleNLP's CLUE benchmark; ERNIE's tokenizer drops it)")
     spans: List[SpanMarker] = Field(default_factory=list)
 
     def check(self):

@@ -117,17 +117,25 @@ def _text(record: dict, dotted: str, join: str, where: str) -> str:
 def _marked(record: dict, card: TaskCard, where: str) -> str:
     """Insert each span's markers around it (from the last span backwards, so offsets hold)."""
     text = _text(record, card.input.text, card.input.join, where)
-    spans = []
-    for span in card.input.spans:
-        index = get_field(record, span.index, where)
-        span_text = str(get_field(record, span.text, where))
-        if not isinstance(index, int) or not 0 <= index <= len(text) - len(span_text):
-            raise TaskDataError(f"{where}: field {span.index!r} = {index!r} is not a position in the text")
-        spans.append((index, span_text, span.markers))
+    spans = [_span(record, span, text, where) + (span.markers,) for span in card.input.spans]
     for index, span_text, (before, after) in sorted(spans, key=lambda s: -s[0]):
         end = index + len(span_text)
         text = text[:index] + before + text[index:end] + after + text[end:]
     return text
+
+
+def _span(record: dict, span, text: str, where: str) -> Tuple[int, str]:
+    """(offset, text) of one span, checked: the offset is in the text and the span's text sits
+    there (as PaddleNLP's benchmark asserts for CLUEWSC)."""
+    index = get_field(record, span.index, where)
+    span_text = str(get_field(record, span.text, where))
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= len(text) - len(span_text):
+        raise TaskDataError(f"{where}: field {span.index!r} = {index!r} is not a position in the text")
+    found = text[index:index + len(span_text)]
+    if found != span_text:
+        raise TaskDataError(f"{where}: field {span.text!r} = {span_text!r} is not the text at "
+                            f"{span.index} = {index}, which reads {found!r}")
+    return index, span_text
 
 
 def _label_value(value) -> str:
