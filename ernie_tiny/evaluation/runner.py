@@ -131,6 +131,8 @@ class TaskData:
         self.majority = majority_baseline(card, self.labels, self.train, self.dev)
         skipped = f"; skipped {train.skipped} train / {dev.skipped} dev rows labelled {card.label.skip}" \
             if card.label.skip else ""
+        if skipped and train.source.startswith("paddlenlp:"):
+            skipped += " (besides any PaddleNLP's loader drops itself: OCNLI's, uncounted)"
         print(f"[{card.name}] {len(self.train)} train / {len(self.dev)} dev examples from {train.source}, "
               f"{len(self.labels)} labels{skipped}; always the most frequent train label scores "
               f"{self.majority:.2f} ({time.time() - started:.0f}s)", flush=True)
