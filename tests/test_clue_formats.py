@@ -1,7 +1,10 @@
 """The six CLUE and three FewCLUE tasks, as the benchmarks distribute them, through the evaluation
-stage's data path: a ``Data.dir`` with one subfolder per card holding the official json-lines
-files (with every field the official files carry), validated by the evaluate config, read and
-encoded by the runner. Hand-made rows in the official formats; no network."""
+stage's two data paths: a ``Data.dir`` with one subfolder per card holding the official json-lines
+files (with every field the official files carry), and, with ``Data.dir`` empty, PaddleNLP's own
+loaders (``load_dataset("clue"/"fewclue", ...)``), here handed the same files through their
+``data_files`` argument instead of a download. Both are validated by the evaluate config, read
+and encoded by the runner, and give the same examples. Hand-made rows in the official formats;
+no network."""
 import json
 from pathlib import Path
 
@@ -26,6 +29,7 @@ OFFICIAL = {
         {"label": "102", "label_desc": "news_entertainment", "sentence": "江疏影甜甜圈自拍，迷之角度竟这么好看",
          "keywords": "江疏影,美少女,经纪人,甜甜圈"},
         {"label": "110", "label_desc": "news_military", "sentence": "以色列大规模空袭开始", "keywords": ""},
+        {"label": "108", "label_desc": "news_edu", "sentence": "高考志愿怎么填", "keywords": "高考"},
     ], [
         {"label": "116", "label_desc": "news_game", "sentence": "新手如何快速上分", "keywords": "上分"},
     ]),
@@ -92,7 +96,7 @@ EXPECTED_DEV = {
     "iflytek": [("滴滴出行，随时随地叫车", None, "0")],
     "ocnli": [("身上裹一件工厂发的棉大衣", "她穿着衣服", "neutral")],  # the '-' row is skipped
     "cluewsc2020": [("[他]说_小明_来了。", None, "true")],
-    "csl": [("知识蒸馏，多任务学习", "提出了知识蒸馏方法", "1")],
+    "csl": [("知识蒸馏 多任务学习", "提出了知识蒸馏方法", "1")],
     "bustm": [("明天会下雨吗", "明天天气如何", "1")],
     "eprstmt": [("物流很快，质量很好", None, "Positive")],
     "csldcp": [("讨论了唐诗的格律", None, "中国语言文学")],
@@ -156,19 +160,24 @@ def test_cluewsc_marks_the_candidate_and_the_pronoun_at_their_offsets(clue_dir):
     assert [train.labels[e.label] for e in train.examples] == ["false", "true"]
 
 
-def test_csl_joins_the_keyword_list_as_the_first_text(clue_dir):
+def test_csl_joins_the_keyword_list_with_spaces_as_the_first_text(clue_dir):
     train = read_split(load_card("csl"), "train", data_dir=str(clue_dir))
-    assert train.examples[0].text == "水声学，FFT，波束形成，3维成像声呐"
+    assert train.examples[0].text == "水声学 FFT 波束形成 3维成像声呐"  # PaddleNLP's benchmark: " ".join(keyword)
     assert train.examples[0].text_pair.startswith("为解决传统均匀FFT")
 
 
-def test_csldcp_labels_come_from_train_and_dev_is_read_with_them(clue_dir):
+def test_csldcp_labels_are_the_cards_67_whatever_train_holds(clue_dir):
     card = load_card("csldcp")
     train = read_split(card, "train", data_dir=str(clue_dir))
-    assert train.labels == sorted(["材料科学与工程", "中国语言文学"])
-    write_jsonl(clue_dir / "csldcp" / "dev_few_all.json", [{"content": "x", "label": "物理学", "id": 1}])
-    with pytest.raises(TaskDataError, match=r"dev_few_all.json:1: field 'label' = '物理学' is not one of the labels"):
+    assert train.labels == card.label.values and len(train.labels) == 67 == len(set(train.labels))
+    assert [train.labels[e.label] for e in train.examples] == ["材料科学与工程", "中国语言文学", "材料科学与工程"]
+    write_jsonl(clue_dir / "csldcp" / "dev_few_all.json", [{"content": "x", "label": "物理学", "id": 1},
+                                                           {"content": "y", "label": "物理", "id": 2}])
+    with pytest.raises(TaskDataError, match=r"dev_few_all.json:2: field 'label' = '物理' is not one of the labels"):
         read_split(card, "dev", data_dir=str(clue_dir), labels=train.labels)
+    write_jsonl(clue_dir / "csldcp" / "dev_few_all.json", [{"content": "x", "label": "物理学", "id": 1}])
+    (example,) = read_split(card, "dev", data_dir=str(clue_dir), labels=train.labels).examples
+    assert example.label == card.label.values.index("物理学")  # a label train lacks keeps its id
 
 
 @pytest.mark.parametrize("task", list(OFFICIAL))
@@ -210,7 +219,7 @@ def test_task_data_encodes_pairs_spans_and_keywords(clue_dir, tmp_path):
     ids, segments = csl.dev[0].input_ids, csl.dev[0].token_type_ids
     tokens = tokenizer.convert_ids_to_tokens(ids)
     first_sep = tokens.index("[SEP]")
-    assert "".join(tokens[1:first_sep]) == "知识蒸馏，多任务学习"
+    assert tokens[1:first_sep] == list("知识蒸馏多任务学习")  # the space between keywords makes no token
     assert "".join(tokens[first_sep + 1:-1]) == "提出了知识蒸馏方法"
     assert set(segments[:first_sep + 1]) == {0} and set(segments[first_sep + 1:]) == {1}
     assert csl.labels == ["0", "1"] and csl.dev[0].labels == 1
@@ -222,3 +231,87 @@ def test_task_data_encodes_pairs_spans_and_keywords(clue_dir, tmp_path):
     ocnli = TaskData(load_card("ocnli"), TaskEntry(card="ocnli", max_length=8), str(clue_dir), tokenizer)
     assert (ocnli.skipped_train, ocnli.skipped_dev, len(ocnli.dev)) == (0, 1, 1)
     assert all(len(f.input_ids) <= 8 for f in ocnli.train + ocnli.dev)  # the task's max_length override
+
+
+# ---- the default path: PaddleNLP's loaders (Data.dir empty) ----
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def offline_loaders(clue_dir, monkeypatch) -> list:
+    """``paddlenlp.datasets.load_dataset`` as the default path calls it (name, config, splits=),
+    handed the hand-made file of that split (``data_files=``) instead of downloading, so the
+    builders' own code runs on it: reading, OCNLI's '-' filter, labels to indices. Returns the
+    calls made."""
+    import paddlenlp.datasets
+
+    real = paddlenlp.datasets.load_dataset
+    files = {}
+    for task in OFFICIAL:
+        card = load_card(task)
+        spec = card.source.paddlenlp
+        for split in ("train", "dev"):
+            files[(spec.name, spec.config, spec.splits[split])] = clue_dir / task / card.source.local.splits[split]
+    calls = []
+
+    def load_from_file(name, config=None, splits=None, **kwargs):
+        assert not kwargs, kwargs
+        calls.append((name, config, splits))
+        return real(name, config, splits=splits, data_files=str(files[(name, config, splits)]))
+
+    monkeypatch.setattr(paddlenlp.datasets, "load_dataset", load_from_file)
+    return calls
+
+
+def test_paddlenlp_loaders_turn_labels_into_indices_of_their_own_lists(clue_dir):
+    """The cause of issue 15.1: CLUE's builders give each label's index in their own label list
+    (OCNLI's order differs from the card's); FewCLUE's have no list and keep the strings."""
+    from paddlenlp.datasets import load_dataset
+
+    def labels(name, config, split, task, file):
+        return [r["label"] for r in load_dataset(name, config, splits=split, data_files=str(clue_dir / task / file))]
+
+    assert labels("clue", "tnews", "train", "tnews", "train.json") == [2, 9, 7]  # "102", "110", "108"
+    assert labels("clue", "ocnli", "train", "ocnli", "train.50k.json") == [0, 1]  # entailment, contradiction
+    assert labels("clue", "cluewsc2020", "train", "cluewsc2020", "train.json") == [1, 0]  # "false", "true"
+    assert labels("fewclue", "eprstmt", "train_few_all", "eprstmt", "train_few_all.json") == ["Positive", "Negative"]
+
+
+@pytest.mark.parametrize("task", list(OFFICIAL))
+def test_the_paddlenlp_path_gives_the_examples_of_the_local_path(task, clue_dir, offline_loaders):
+    card = load_card(task)
+    spec = card.source.paddlenlp
+    local_train = read_split(card, "train", data_dir=str(clue_dir))
+    local_dev = read_split(card, "dev", data_dir=str(clue_dir), labels=local_train.labels)
+    train = read_split(card, "train")  # no Data.dir: PaddleNLP's loader
+    dev = read_split(card, "dev", labels=train.labels)
+    assert offline_loaders == [(spec.name, spec.config, spec.splits["train"]), (spec.name, spec.config, spec.splits["dev"])]
+
+    def examples(split):
+        return [(e.text, e.text_pair, e.label) for e in split.examples]
+
+    assert train.labels == local_train.labels == (list(card.label.values))
+    assert examples(train) == examples(local_train) and examples(dev) == examples(local_dev)
+    assert [(e.text, e.text_pair, dev.labels[e.label]) for e in dev.examples] == EXPECTED_DEV[task]
+    assert dev.examples[0].where == f"paddlenlp:{spec.name}/{spec.config}/{spec.splits['dev']}, row 1"
+    assert dev.skipped == 0  # the loader drops OCNLI's '-' rows itself, before the card's skip list sees them
+
+
+def test_the_runner_checks_every_task_through_the_loaders_before_the_first_point(offline_loaders):
+    from ernie_tiny.evaluation.runner import check_data
+
+    check_data([(TaskEntry(card=task), load_card(task)) for task in OFFICIAL], "")
+    assert len(offline_loaders) == 2 * len(OFFICIAL)
+
+
+def test_configs_clue_reads_every_benchmark_task_through_paddlenlp_by_default():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / "clue.yaml").read_text(encoding="utf-8"))
+    assert config["Data"]["dir"] == ""
+    benchmark = [t["card"] for t in config["Tasks"] if load_card(t["card"]).group in ("clue", "fewclue")]
+    assert benchmark == list(OFFICIAL)
+    for task in benchmark:
+        source = load_card(task).source
+        assert source.paddlenlp.name == ("clue" if load_card(task).group == "clue" else "fewclue") and source.local

@@ -94,8 +94,9 @@ def test_evaluation_writes_results_csv_md_chart_and_curves(tmp_path, tiny_model)
     assert [(r["task"], r["learning_rate"]) for r in records] == [
         ("eprstmt", 1e-3), ("eprstmt", 3e-4), ("pd_entity_type", 1e-3), ("pd_entity_type", 3e-4)]
     for r in records:
-        assert r["steps"] == 2 * (r["train_examples"] // 8)  # 2 epochs of whole batches
-        assert [s for s, _ in r["evals"]] == list(range(2, r["steps"] + 1, 2))
+        assert r["steps"] == 2 * -(-r["train_examples"] // 8)  # 2 epochs, a last partial batch kept
+        every = 1 if r["task"] == "eprstmt" else 2  # a FewCLUE card: at least 4 scores an epoch of 2 steps
+        assert [s for s, _ in r["evals"]] == list(range(every, r["steps"] + 1, every))
         assert r["score"] == max(score for _, score in r["evals"])  # the best dev score is kept
         assert dict(map(tuple, r["evals"]))[r["best_step"]] == r["score"]
     assert records[0]["train_examples"] == 16 and records[0]["dev_examples"] == 6
@@ -147,6 +148,9 @@ def test_evaluation_writes_results_csv_md_chart_and_curves(tmp_path, tiny_model)
         point_key(point, task_settings(changed, changed.Tasks[0], card, "m"))
     assert point_key(point, task_settings(config, config.Tasks[0], card, "m")) != \
         point_key(point, task_settings(config, config.Tasks[0], card, "another model"))
+    unclipped = load_config(EvaluateConfig, e2e_config(tmp_path, tiny_model, max_grad_norm=0))
+    assert point_key(point, task_settings(config, config.Tasks[0], card, "m")) != \
+        point_key(point, task_settings(unclipped, unclipped.Tasks[0], card, "m"))
 
 
 def test_a_bad_line_in_a_later_task_stops_the_run_before_the_first_point(tmp_path, tiny_model):
@@ -321,6 +325,11 @@ def test_shipped_configs_validate(path, tiny_model):
         assert [c.name for c in config.cards()][:9] == ["afqmc", "tnews", "iflytek", "ocnli", "cluewsc2020", "csl",
                                                         "bustm", "eprstmt", "csldcp"]
         assert config.Report.reference["ERNIE 3.0 Tiny 4L-312H (paper)"]["afqmc"] == 72.4
+        fewclue = {row: {t: scores[t] for t in ("bustm", "eprstmt", "csldcp")}
+                   for row, scores in config.Report.reference.items()}
+        assert fewclue == {"ERNIE 3.0 Tiny 4L-312H (paper)": {"bustm": 72.3, "eprstmt": 87.0, "csldcp": 45.1},
+                           "TinyBERT-4L (paper)": {"bustm": 71.3, "eprstmt": 78.6, "csldcp": 34.1}}  # Table 5
+        assert config.Grid.max_grad_norm == 1.0 and config.Grid.eval_every == 100
         assert config.Grid.batch_sizes == [16, 32, 64] and config.Grid.learning_rates == [1e-5, 2e-5, 3e-5, 5e-5]
     else:
         assert all(len(task_points(c, t, config.Grid)) == 1 for c, t in zip(config.cards(), config.Tasks))

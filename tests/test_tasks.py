@@ -239,6 +239,17 @@ def test_marked_spans(tmp_path):
     ]
 
 
+def test_a_span_whose_text_is_not_at_its_offset_names_file_line_field(tmp_path):
+    """PaddleNLP's benchmark asserts text[index:index + len(span)] == span for both CLUEWSC spans."""
+    text = "小明把书放在桌子上，它很重。"
+    path = write_jsonl(tmp_path / "cluewsc2020/dev.json", [wsc(text, "书", 3, "它", 10), wsc(text, "书", 4, "它", 10)])
+    assert data_error(load_card("cluewsc2020"), "dev", data_dir=str(tmp_path)) == \
+        f"{path}:2: field 'target.span1_text' = '书' is not the text at target.span1_index = 4, which reads '放'"
+    write_jsonl(path, [wsc(text, "书", 3, "它们", 10)])
+    assert data_error(load_card("cluewsc2020"), "dev", data_dir=str(tmp_path)) == \
+        f"{path}:1: field 'target.span2_text' = '它们' is not the text at target.span2_index = 10, which reads '它很'"
+
+
 def test_marked_span_outside_the_text_names_file_line_field(tmp_path):
     path = write_jsonl(tmp_path / "cluewsc2020/dev.json", [wsc("它很重。", "书", 4, "它", 0)])
     message = data_error(load_card("cluewsc2020"), "dev", data_dir=str(tmp_path))
@@ -251,24 +262,35 @@ def test_marked_span_outside_the_text_names_file_line_field(tmp_path):
         f"{path}:1: field 'target.span2_index' is missing"
 
 
-def test_csl_keywords_are_joined(tmp_path):
+def test_csl_keywords_are_joined_with_spaces(tmp_path):
+    """As PaddleNLP's CLUE benchmark (" ".join(keyword)): ERNIE's tokenizer drops the spaces, so the
+    keywords cost no separator tokens of the 256."""
     write_jsonl(tmp_path / "csl/train.json", [
         {"id": 1, "abst": "本文研究了蒸馏。", "keyword": ["知识蒸馏", "预训练", "多任务"], "label": "1"}])
     (example,) = read_split(load_card("csl"), "train", data_dir=str(tmp_path)).examples
-    assert (example.text, example.text_pair, example.label) == ("知识蒸馏，预训练，多任务", "本文研究了蒸馏。", 1)
+    assert (example.text, example.text_pair, example.label) == ("知识蒸馏 预训练 多任务", "本文研究了蒸馏。", 1)
+
+
+def test_csldcp_labels_are_a_fixed_list_of_67():
+    values = load_card("csldcp").label.values
+    assert len(values) == 67 == len(set(values))
+    assert {"材料科学与工程", "中国语言文学", "力学", "植物保护"} <= set(values)
 
 
 def test_inferred_labels_come_from_train(tmp_path):
-    card = load_card("csldcp")
-    write_jsonl(tmp_path / "csldcp/train_few_all.json", [
+    card_path = tmp_path / "disciplines.yaml"
+    card_path.write_text("name: disciplines\nsource:\n  local:\n    splits: {train: train.json, dev: dev.json}\n"
+                         "input: {type: single, text: content}\nlabel: {values: infer}\n", encoding="utf-8")
+    card = load_card(str(card_path))
+    write_jsonl(tmp_path / "disciplines/train.json", [
         {"content": "x", "label": "材料科学与工程"}, {"content": "y", "label": "力学"},
         {"content": "z", "label": "材料科学与工程"}])
-    write_jsonl(tmp_path / "csldcp/dev_few_all.json", [{"content": "w", "label": "力学"}, {"content": "v", "label": "化学"}])
+    write_jsonl(tmp_path / "disciplines/dev.json", [{"content": "w", "label": "力学"}, {"content": "v", "label": "化学"}])
     train = read_split(card, "train", data_dir=str(tmp_path))
     assert train.labels == sorted(["材料科学与工程", "力学"])
     assert [e.label for e in train.examples] == [train.labels.index(v) for v in ("材料科学与工程", "力学", "材料科学与工程")]
     message = data_error(card, "dev", data_dir=str(tmp_path), labels=train.labels)
-    assert message.startswith(f"{tmp_path / 'csldcp/dev_few_all.json'}:2: field 'label' = '化学' is not one of")
+    assert message.startswith(f"{tmp_path / 'disciplines/dev.json'}:2: field 'label' = '化学' is not one of")
 
 
 def tsv_card(tmp_path: Path, header: bool):

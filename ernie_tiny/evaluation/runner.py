@@ -3,9 +3,9 @@ point, keep the best dev score, and write the report. Top to bottom:
 
 1. set up: device, output directory, the resolved config, the finished points of earlier runs;
 2. per task: read and encode train/dev once, then per grid point (batch x lr x dropout x seed)
-   call ``ernie_tiny.finetune.trainer.finetune`` (dev scored every ``Grid.eval_every`` steps,
-   best kept), log its curves to VisualDL, and append the point to ``grid_points.jsonl`` the
-   moment it finishes;
+   call ``ernie_tiny.finetune.trainer.finetune`` (dev scored every ``Grid.eval_every`` steps, and
+   at least ``evals_per_epoch`` times an epoch when the card asks, best kept), log its curves to
+   VisualDL, and append the point to ``grid_points.jsonl`` the moment it finishes;
 3. report: ``results.csv``, ``results.md``, ``results.png``.
 
 Resuming: a point is identified by a hash of everything its score depends on (the model's
@@ -29,6 +29,7 @@ from typing import Dict, List, Optional
 from ernie_tiny.config import dump_config
 from ernie_tiny.evaluation.grid import GridPoint, for_rank, task_points
 from ernie_tiny.evaluation.schema import EvaluateConfig, TaskEntry
+from ernie_tiny.finetune.schedule import FINETUNE_PROTOCOL
 
 RESULTS_PREFIX = "grid_points"
 
@@ -110,7 +111,7 @@ def task_settings(config: EvaluateConfig, entry: TaskEntry, card, model_id: str)
             "max_train_examples": entry.max_train_examples, "max_dev_examples": entry.max_dev_examples,
             "max_length": entry.max_length or card.max_length,
             "max_steps": grid.max_steps, "eval_every": grid.eval_every, "warmup_ratio": grid.warmup_ratio,
-            "weight_decay": grid.weight_decay}
+            "weight_decay": grid.weight_decay, "max_grad_norm": grid.max_grad_norm, "protocol": FINETUNE_PROTOCOL}
 
 
 class TaskData:
@@ -131,6 +132,8 @@ class TaskData:
         self.majority = majority_baseline(card, self.labels, self.train, self.dev)
         skipped = f"; skipped {train.skipped} train / {dev.skipped} dev rows labelled {card.label.skip}" \
             if card.label.skip else ""
+        if skipped and train.source.startswith("paddlenlp:"):
+            skipped += " (besides any PaddleNLP's loader drops itself: OCNLI's, uncounted)"
         print(f"[{card.name}] {len(self.train)} train / {len(self.dev)} dev examples from {train.source}, "
               f"{len(self.labels)} labels{skipped}; always the most frequent train label scores "
               f"{self.majority:.2f} ({time.time() - started:.0f}s)", flush=True)
@@ -164,7 +167,8 @@ def run_point(config: EvaluateConfig, card, data: TaskData, point: GridPoint, ke
     grid = config.Grid
     params = FinetuneParams(lr=point.learning_rate, batch_size=point.batch_size, epochs=point.epochs,
                             dropout=point.dropout, warmup_ratio=grid.warmup_ratio, weight_decay=grid.weight_decay,
-                            eval_every=grid.eval_every, max_steps=grid.max_steps, seed=point.seed)
+                            eval_every=grid.eval_every, max_steps=grid.max_steps, seed=point.seed,
+                            max_grad_norm=grid.max_grad_norm)
     writer = LogWriter(logdir=str(output_dir / "vdl" / card.name / point.name))
 
     def on_eval(step: int, loss: float, score: float) -> None:

@@ -58,15 +58,18 @@ class GridSection(Section):
     batch_sizes: List[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
     learning_rates: List[float] = Field(default_factory=lambda: [1e-5, 2e-5, 3e-5, 5e-5], min_length=1)
     dropouts: List[float] = Field(default_factory=lambda: [0.1], min_length=1,
-                                  description="the dropout grid when card_overrides is off")
+                                  description="the dropout grid when card_overrides is off; 0.1 keeps the saved "
+                                              "config's dropouts, another value sets the encoder's (not the head's)")
     card_overrides: bool = Field(True, description="take each card's dropout grid (instead of dropouts) and add "
                                                    "its extra batch sizes (CLUEWSC: dropout {0.0, 0.1}, batch 8)")
     seeds: List[int] = Field(default_factory=lambda: [42], min_length=1)
     epochs: Optional[int] = Field(None, ge=1, description="None = each card's epochs (paper Table 6)")
     max_steps: int = Field(0, ge=0, description="cap on optimizer steps per point; 0 = epochs x batches")
-    eval_every: int = Field(100, ge=0, description="steps between dev evaluations; 0 = once per epoch")
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    eval_every: int = Field(100, ge=0, description="steps between dev evaluations; 0 = once per epoch (a card's "
+                                                   "evals_per_epoch can make it shorter: FewCLUE)")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="of the total steps, rounded down")
     weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0, description="clip the gradients' global norm to this; 0 = no clipping")
 
     def check(self):
         for name in ("batch_sizes", "learning_rates", "seeds", "dropouts"):

@@ -1,9 +1,10 @@
 """Finetune an encoder on one task: PaddleNLP's sequence/token classification head over a
-``save_pretrained`` directory, AdamW with linear warm-up and decay, evaluation on the dev split
-every ``eval_every`` steps, best dev score kept (and the best weights, when asked to save)."""
+``save_pretrained`` directory, AdamW with linear warm-up and decay and the gradients' global norm
+clipped, evaluation on the dev split every ``eval_every`` steps, best dev score kept (and the
+best weights, when asked to save). Steps, warm-up and the evaluation schedule follow PaddleNLP's
+CLUE benchmark (``ernie_tiny.finetune.schedule``); so does the grid's dropout (``build_task_model``)."""
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import paddle
 from paddlenlp.transformers import (AutoModelForSequenceClassification, AutoModelForTokenClassification,
                                     LinearDecayWithWarmup)
 
+from ernie_tiny.finetune.schedule import batches_per_epoch, eval_interval, total_steps, warmup_steps
 from ernie_tiny.tasks.card import TaskCard
 from ernie_tiny.tasks.encode import IGNORE, Features, collate
 from ernie_tiny.tasks.metrics import score
@@ -31,6 +33,7 @@ class FinetuneParams:
     eval_every: int = 100  # steps; 0 = once per epoch
     max_steps: int = 0  # 0 = epochs x batches
     seed: int = 42
+    max_grad_norm: float = 1.0  # the gradients' global norm is clipped to this; 0 = no clipping
 
 
 @dataclass
@@ -42,13 +45,43 @@ class FinetuneResult:
     evals: List[tuple] = field(default_factory=list)  # (step, dev score)
 
 
+# The dropout a saved ERNIE 3.0 config has, and that PaddleNLP's benchmark treats as "as saved".
+SAVED_DROPOUT = 0.1
+
+
 def build_task_model(model_dir: str, card: TaskCard, num_labels: int, dropout: float):
-    """The encoder with a fresh task head. ``dropout`` is the model's dropout, as in PaddleNLP's
-    CLUE benchmark (its ``update_model_dropout``: embeddings and residual connections), and the
-    head's; the attention dropout stays as saved."""
+    """The encoder with a fresh task head, dropout as PaddleNLP's CLUE benchmark sets it: the grid's
+    0.1 keeps the saved config's values; any other value goes to the encoder's dropouts
+    (``set_encoder_dropout``) while the head keeps its saved dropout (0.1 for ERNIE 3.0)."""
     auto = AutoModelForTokenClassification if card.head == "token" else AutoModelForSequenceClassification
-    return auto.from_pretrained(model_dir, num_classes=num_labels, classifier_dropout=dropout,
-                                hidden_dropout_prob=dropout)
+    model = auto.from_pretrained(model_dir, num_classes=num_labels)
+    if dropout != SAVED_DROPOUT:
+        set_encoder_dropout(model, dropout)
+    return model
+
+
+def set_encoder_dropout(model, p: float) -> None:
+    """The benchmark's ``update_model_dropout``: the embeddings' dropout and, in every layer, the
+    feed-forward activation's and both residual dropouts; attention dropout and head stay."""
+    encoder = model.base_model
+    encoder.embeddings.dropout.p = p
+    for layer in encoder.encoder.layers:
+        layer.dropout.p = p
+        layer.dropout1.p = p
+        layer.dropout2.p = p
+
+
+def build_optimizer(model, params: FinetuneParams, total: int):
+    """(AdamW, its scheduler): linear warm-up over ``warmup_steps`` then linear decay to 0 at
+    ``total``; weight decay off for biases and norms; the global gradient norm clipped at
+    ``params.max_grad_norm`` (the benchmark's ``ClipGradByGlobalNorm(1.0)``)."""
+    scheduler = LinearDecayWithWarmup(params.lr, total, warmup_steps(total, params.warmup_ratio))
+    decay = {p.name for n, p in model.named_parameters() if not any(k in n for k in ("bias", "norm"))}
+    clip = paddle.nn.ClipGradByGlobalNorm(params.max_grad_norm) if params.max_grad_norm > 0 else None
+    optimizer = paddle.optimizer.AdamW(learning_rate=scheduler, parameters=model.parameters(),
+                                       weight_decay=params.weight_decay, apply_decay_param_fun=lambda n: n in decay,
+                                       grad_clip=clip)
+    return optimizer, scheduler
 
 
 def predict(model, features: Sequence[Features], batch_size: int, pad_token_id: int) -> tuple:
@@ -85,14 +118,11 @@ def finetune(model_dir: str, card: TaskCard, labels: Sequence[str], train: Seque
     paddle.seed(params.seed)
     rng = np.random.default_rng(params.seed)
     model = build_task_model(model_dir, card, len(labels), params.dropout)
-    batches_per_epoch = max(1, len(train) // params.batch_size)
-    total = params.max_steps or params.epochs * batches_per_epoch
-    scheduler = LinearDecayWithWarmup(params.lr, total, int(math.ceil(params.warmup_ratio * total)))
-    decay = {p.name for n, p in model.named_parameters() if not any(k in n for k in ("bias", "norm"))}
-    optimizer = paddle.optimizer.AdamW(learning_rate=scheduler, parameters=model.parameters(),
-                                       weight_decay=params.weight_decay, apply_decay_param_fun=lambda n: n in decay)
+    batches = batches_per_epoch(len(train), params.batch_size)
+    total = total_steps(len(train), params.batch_size, params.epochs, params.max_steps)
+    optimizer, scheduler = build_optimizer(model, params, total)
     loss_fn = paddle.nn.CrossEntropyLoss(ignore_index=IGNORE)
-    eval_every = params.eval_every or batches_per_epoch
+    eval_every = eval_interval(batches, params.eval_every, card.evals_per_epoch)
     result = FinetuneResult(best_score=-1.0, best_step=0, steps=total, seconds=0.0)
     best_state = None
     started = time.time()
@@ -100,7 +130,7 @@ def finetune(model_dir: str, card: TaskCard, labels: Sequence[str], train: Seque
     step = 0
     while step < total:
         order = rng.permutation(len(train))
-        for b in range(batches_per_epoch):
+        for b in range(batches):  # the last, partial batch included
             if step >= total:
                 break
             batch = collate([train[i] for i in order[b * params.batch_size:(b + 1) * params.batch_size]], pad_token_id)

@@ -61,7 +61,8 @@ class InputSpec(Section):
     type: Literal["single", "pair", "marked_spans", "tokens"]
     text: str = Field(description="field (dotted path) of the text, or of the token list for 'tokens'")
     text_pair: Optional[str] = None
-    join: str = Field("，", description="separator when a text field holds a list (CSL keywords)")
+    join: str = Field(" ", description="separator when a text field holds a list (CSL keywords: a space, as "
+                                       "PaddleNLP's CLUE benchmark; ERNIE's tokenizer drops it)")
     spans: List[SpanMarker] = Field(default_factory=list)
 
     def check(self):
@@ -89,8 +90,12 @@ class TaskCard(Section):
     metric: Literal["accuracy", "macro_f1", "entity_f1", "token_accuracy"] = "accuracy"
     max_length: int = Field(128, ge=8)
     epochs: int = Field(3, ge=1, description="finetuning epochs (paper Table 6)")
-    dropout: List[float] = Field(default_factory=lambda: [0.1], description="grid of classifier dropout")
+    dropout: List[float] = Field(default_factory=lambda: [0.1], description=(
+        "grid of dropout: 0.1 keeps the saved config's, another value sets the encoder's dropouts "
+        "(embeddings, feed-forward, residual) and leaves the head's, as PaddleNLP's CLUE benchmark"))
     batch_sizes: List[int] = Field(default_factory=list, description="extra batch sizes for the grid (CLUEWSC: 8)")
+    evals_per_epoch: int = Field(0, ge=0, description="score dev at least this often per epoch (FewCLUE: 4), "
+                                                      "besides every Grid.eval_every steps; 0 = only those")
 
     def check(self):
         # here rather than in Source.check, so that the message names the key `source`

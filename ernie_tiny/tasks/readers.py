@@ -2,7 +2,8 @@
 
 Data comes from (in this order) a local directory in the benchmark's own format
 (``<data_dir>/<card name>/train.json`` ...), a builtin offline task, or PaddleNLP's
-``load_dataset`` (which downloads once). Rows whose label is in the card's ``skip`` list are
+``load_dataset`` (which downloads once; its label indices are mapped back to the label strings,
+so both paths give the same examples). Rows whose label is in the card's ``skip`` list are
 skipped and counted; anything else wrong stops with the file, line and field.
 """
 from __future__ import annotations
@@ -76,12 +77,17 @@ def _iter_local(path: Path, card: TaskCard) -> Iterator[Tuple[str, dict]]:
                 yield f"{path}:{number}", dict(zip(local.columns, row))
 
 
+def _local_file(card: TaskCard, split: str, data_dir: str) -> Path:
+    """``<data_dir>/<card name>/<the card's file for split>``."""
+    if not card.source.local or split not in card.source.local.splits:
+        raise TaskDataError(f"task {card.name}: no {split!r} split in its local source")
+    return Path(data_dir) / card.name / card.source.local.splits[split]
+
+
 def _iter_records(card: TaskCard, split: str, data_dir: Optional[str]) -> Tuple[str, Iterator[Tuple[str, dict]]]:
     source = card.source
     if data_dir and source.local:
-        if split not in source.local.splits:
-            raise TaskDataError(f"task {card.name}: no {split!r} split in its local source")
-        path = Path(data_dir) / card.name / source.local.splits[split]
+        path = _local_file(card, split, data_dir)
         return str(path), _iter_local(path, card)
     if source.builtin:
         from ernie_tiny.tasks.offline import load_builtin
@@ -89,20 +95,52 @@ def _iter_records(card: TaskCard, split: str, data_dir: Optional[str]) -> Tuple[
         records = load_builtin(source.builtin.name, split)
         return f"builtin:{source.builtin.name}", ((r.pop("_where"), r) for r in records)
     if source.paddlenlp:
-        from paddlenlp.datasets import load_dataset
-
-        spec = source.paddlenlp
-        name = spec.splits.get(split, split)
-        try:
-            dataset = load_dataset(spec.name, spec.config, splits=name)
-        except Exception as err:  # network or hub failure: say how to get the data instead
-            raise TaskDataError(
-                f"task {card.name}: load_dataset({spec.name!r}, {spec.config!r}) failed ({err}); "
-                f"{source.download or 'put the files under a local data directory'}") from None
-        where = f"paddlenlp:{spec.name}/{spec.config}/{name}"
-        return where, ((f"{where}:{i + 1}", dict(r)) for i, r in enumerate(dataset))
+        return _iter_paddlenlp(card, split)
     raise TaskDataError(f"task {card.name}: its data needs a local directory (-o Data.dir=DIR); "
                         f"{source.download}")
+
+
+def _iter_paddlenlp(card: TaskCard, split: str) -> Tuple[str, Iterator[Tuple[str, dict]]]:
+    """Rows of ``paddlenlp.datasets.load_dataset(name, config)`` with their labels as in the
+    files. PaddleNLP's builder turns each label into its index in its own label list
+    (``get_labels()``: TNEWS "108" -> 7, CLUEWSC "true" -> 0, OCNLI in the order entailment,
+    contradiction, neutral); those indices are mapped back to the label strings here, so the
+    card's label list decides the ids, as on the local path. The loader drops OCNLI's rows
+    labelled '-' itself, so on this path they are not counted."""
+    from paddlenlp.datasets import load_dataset
+
+    spec = card.source.paddlenlp
+    name = spec.splits.get(split, split)
+    try:
+        dataset = load_dataset(spec.name, spec.config, splits=name)
+    except Exception as err:  # network or hub failure (or a label outside the loader's list): say how to get the data
+        raise TaskDataError(
+            f"task {card.name}: load_dataset({spec.name!r}, {spec.config!r}, splits={name!r}) failed "
+            f"({type(err).__name__}: {err}); "
+            f"{card.source.download or 'put the files under a local data directory'}") from None
+    label_list = getattr(dataset, "label_list", None)
+    where = f"paddlenlp:{spec.name}/{spec.config}/{name}"
+    rows = ((f"{where}, row {i + 1}", _labels_as_named(dict(r), card.label.field, label_list))
+            for i, r in enumerate(dataset))
+    return where, rows
+
+
+def _labels_as_named(record: dict, label_field: str, label_list: Optional[list]) -> dict:
+    """The record with a loader's label index (or list of indices, token tasks) replaced by
+    the label string it stands for in the loader's ``label_list``; unchanged without a list."""
+    if not label_list or label_field not in record:
+        return record
+    value = record[label_field]
+    if isinstance(value, list):
+        record[label_field] = [_label_name(v, label_list) for v in value]
+    else:
+        record[label_field] = _label_name(value, label_list)
+    return record
+
+
+def _label_name(value, label_list: list):
+    is_index = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    return label_list[int(value)] if is_index and 0 <= int(value) < len(label_list) else value
 
 
 def _text(record: dict, dotted: str, join: str, where: str) -> str:
@@ -117,17 +155,25 @@ def _text(record: dict, dotted: str, join: str, where: str) -> str:
 def _marked(record: dict, card: TaskCard, where: str) -> str:
     """Insert each span's markers around it (from the last span backwards, so offsets hold)."""
     text = _text(record, card.input.text, card.input.join, where)
-    spans = []
-    for span in card.input.spans:
-        index = get_field(record, span.index, where)
-        span_text = str(get_field(record, span.text, where))
-        if not isinstance(index, int) or not 0 <= index <= len(text) - len(span_text):
-            raise TaskDataError(f"{where}: field {span.index!r} = {index!r} is not a position in the text")
-        spans.append((index, span_text, span.markers))
+    spans = [_span(record, span, text, where) + (span.markers,) for span in card.input.spans]
     for index, span_text, (before, after) in sorted(spans, key=lambda s: -s[0]):
         end = index + len(span_text)
         text = text[:index] + before + text[index:end] + after + text[end:]
     return text
+
+
+def _span(record: dict, span, text: str, where: str) -> Tuple[int, str]:
+    """(offset, text) of one span, checked: the offset is in the text and the span's text sits
+    there (as PaddleNLP's benchmark asserts for CLUEWSC)."""
+    index = get_field(record, span.index, where)
+    span_text = str(get_field(record, span.text, where))
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= len(text) - len(span_text):
+        raise TaskDataError(f"{where}: field {span.index!r} = {index!r} is not a position in the text")
+    found = text[index:index + len(span_text)]
+    if found != span_text:
+        raise TaskDataError(f"{where}: field {span.text!r} = {span_text!r} is not the text at "
+                            f"{span.index} = {index}, which reads {found!r}")
+    return index, span_text
 
 
 def _label_value(value) -> str:
@@ -136,8 +182,9 @@ def _label_value(value) -> str:
 
 def read_split(card: TaskCard, split: str, data_dir: Optional[str] = None,
                labels: Optional[List[str]] = None, max_examples: int = 0) -> TaskSplit:
-    """Examples of one split (``max_examples``: a fixed-seed sample of that many). ``labels`` (from the train split) is needed when the card's
-    label list is ``infer``; when it is None and the card says ``infer``, this split's labels are used."""
+    """Examples of one split (``max_examples``: a fixed-seed sample of that many). ``labels`` (from
+    the train split) is needed when the card's label list is ``infer``; when it is None and the
+    card says ``infer``, this split's labels are used."""
     source, records = _iter_records(card, split, data_dir)
     raw: List[Tuple[str, dict]] = []
     skipped = 0
