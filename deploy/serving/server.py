@@ -47,7 +47,7 @@ import pydantic  # noqa: E402
 from fastapi import FastAPI, HTTPException, Request  # noqa: E402
 
 from ernie_tiny import __version__  # noqa: E402
-from ernie_tiny.deploy.kserve_v2 import add_v2_routes  # noqa: E402
+from ernie_tiny.deploy.kserve_v2 import add_v2_routes, text_problem  # noqa: E402
 from ernie_tiny.deploy.predictor import (BackendFlagsError, add_backend_arguments,  # noqa: E402 (no Paddle import)
                                          predictor_from_args)
 from ernie_tiny.runtime import configure_threads  # noqa: E402
@@ -175,14 +175,9 @@ def parse_request(body: bytes, limits: Limits, pair_task: bool) -> PredictReques
     if request.text_pairs is not None and len(request.text_pairs) != len(request.texts):
         raise HTTPException(422, f"{len(request.texts)} texts but {len(request.text_pairs)} text_pairs")
     for name, values in (("texts", request.texts), ("text_pairs", request.text_pairs or [])):
-        for i, value in enumerate(values):
-            if len(value) > limits.max_chars:
-                raise HTTPException(413, f"{name}[{i}] has {len(value)} characters; at most {limits.max_chars}")
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise HTTPException(400, f"{name}[{i}] is not valid Unicode (it holds a lone surrogate escape)") \
-                    from None
+        problem = text_problem(name, values, limits.max_chars)
+        if problem:
+            raise HTTPException(*problem)
     return request
 
 

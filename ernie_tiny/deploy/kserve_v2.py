@@ -216,17 +216,26 @@ def tensor_texts(tensor: RequestInput, binary: Optional[bytes]) -> List[str]:
     return items
 
 
+def text_problem(name: str, texts: List[str], max_chars: int) -> Optional[Tuple[int, str]]:
+    """The first text over ``max_chars`` (413) or not encodable as UTF-8 (400, a lone surrogate),
+    as (status, message naming ``name[i]``); None when all are fine. Both APIs of the server use it."""
+    for i, text in enumerate(texts):
+        if len(text) > max_chars:
+            return 413, f"{name}[{i}] has {len(text)} characters; at most {max_chars}"
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return 400, f"{name}[{i}] is not valid Unicode (it holds a lone surrogate escape)"
+    return None
+
+
 def check_limits(name: str, texts: List[str], limits) -> None:
     """413 past the server's limits (texts per request, characters per text); 400 a lone surrogate."""
     if len(texts) > limits.max_texts:
         raise ProtocolError(413, f"input {name!r} has {len(texts)} texts; at most {limits.max_texts} per request")
-    for i, text in enumerate(texts):
-        if len(text) > limits.max_chars:
-            raise ProtocolError(413, f"input {name!r}[{i}] has {len(text)} characters; at most {limits.max_chars}")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ProtocolError(400, f"input {name!r}[{i}] is not valid Unicode (a lone surrogate escape)") from None
+    problem = text_problem(f"input {name!r}", texts, limits.max_chars)
+    if problem:
+        raise ProtocolError(*problem)
 
 
 def request_texts(request: InferenceRequest, binary: bytes, metadata: ModelMetadata,
