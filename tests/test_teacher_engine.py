@@ -105,3 +105,23 @@ def test_eager_engine_is_the_teachers_own_forward_without_gradients(tmp_path):
     assert engine.describe() == "teacher engine eager" and not (tmp_path / "teacher_engine").exists()
     q, _, _ = engine(*batch())
     assert q.stop_gradient
+
+
+def test_the_graph_computes_the_teacher_relations_the_loss_needs(tmp_path):
+    from ernie_tiny.distill.loss import teacher_relations
+
+    extractor = QKVExtractor(teacher(), 1)
+    engine = te.build_engine("inference", extractor, 1, tmp_path, batch(), "cpu", 1, relation_heads=(4, 12))
+    assert engine.graph_heads == (4, 12)
+    ids, mask = batch(5, padding=True)
+    qkv, relations = engine.outputs(ids, mask, [4, 12, 6])  # 6: not in the graph, computed eagerly
+    assert set(relations) == {4, 6, 12}
+    with paddle.no_grad():
+        eager_qkv = extractor(ids, mask)
+    for heads, distributions in relations.items():
+        expected = teacher_relations(eager_qkv, mask, heads)
+        assert [d.shape for d in distributions] == [[3, heads, 20, 20]] * 3
+        assert te.relative_error(distributions, expected) <= 1e-4
+    # another set of relation heads is another graph
+    other = te.build_engine("inference", extractor, 1, tmp_path, batch(), "cpu", 1, relation_heads=(4,))
+    assert other.cache_dir != engine.cache_dir

@@ -149,7 +149,8 @@ class _Recipe:
         self.trainer = Trainer(self.rt, out, config.Train, config.Optimizer, model=self.model, trained=self.trained,
                                data=None, param_groups=groups)
         os.makedirs(out, exist_ok=True)
-        self.engine = build_teacher(config, self.rt, out, self.teacher, check_ids) if shared is None else shared.engine
+        self.engine = (build_teacher(config, self.rt, out, self.teacher, check_ids, self.heads.values())
+                       if shared is None else shared.engine)
         self.batch = None
         self.micro_step = make_micro_step(lambda: self.batch, self.engine, self.trainer.layer, self.heads)
         self.paddle = paddle
@@ -191,8 +192,9 @@ def prepare(side: str, o: dict):
         from ernie_tiny.modeling import QKVExtractor
 
         eager = eager_engine(QKVExtractor(recipe.teacher, o["teacher_layer"]))
-        actions = {"step": recipe.step, "teacher": lambda b: _teacher(extractor, b),
-                   "teacher_eager": lambda b: _teacher(eager, b)}
+        heads = list(recipe.heads.values())
+        actions = {"step": recipe.step, "teacher": lambda b: _teacher(extractor, b, heads),
+                   "teacher_eager": lambda b: _teacher(eager, b, heads)}
         info.update(check_loss=recipe.check_loss(batches[0]), engine=recipe.engine.describe(),
                     weights_fingerprint=_fingerprint([recipe.teacher, recipe.students[""]]),
                     matmul_gflops=matmul_gflops(info["threads"], workdir))
@@ -204,7 +206,7 @@ def prepare(side: str, o: dict):
         multi = _Recipe(distill_config(o, os.path.join(workdir, "multi"), names), o, batches[0])
         singles = {name: _Recipe(distill_config(o, os.path.join(workdir, name), [name]), o, batches[0], shared=multi)
                    for name in names}
-        actions = {"multi": multi.step, "teacher": lambda b: _teacher(multi.engine, b)}
+        actions = {"multi": multi.step, "teacher": lambda b: _teacher(multi.engine, b, list(multi.heads.values()))}
         for name, single in singles.items():
             actions[f"single:{name}"] = single.step
             actions[f"student:{name}"] = _student_alone(single)
@@ -224,23 +226,36 @@ def prepare(side: str, o: dict):
     return info, serve
 
 
-def _teacher(engine, batch) -> None:
+def _teacher(engine, batch, relation_heads) -> None:
+    """The teacher's side of a step: Q/K/V and the relation distributions the loss takes."""
     import paddle
 
     ids = paddle.to_tensor(batch)
-    engine(ids, paddle.ones(ids.shape, dtype="int64"))[0].numpy()  # .numpy(): wait for the result
+    qkv, relations = engine.outputs(ids, paddle.ones(ids.shape, dtype="int64"), relation_heads)
+    qkv[0].numpy()  # .numpy(): wait for the result
+
+
+class _FixedTeacher:
+    """A teacher whose outputs for the next step were computed already (a student's own step)."""
+
+    def __init__(self, outputs):
+        self.fixed = outputs
+
+    def outputs(self, *_):
+        return self.fixed
 
 
 def _student_alone(recipe: _Recipe):
-    """A student's own step time: ``Trainer.train_step`` with the teacher's Q/K/V precomputed."""
+    """A student's own step time: ``Trainer.train_step`` with the teacher's outputs precomputed."""
     import paddle
 
     from ernie_tiny.distill.step import make_micro_step
 
     def serve(batch) -> dict:
         ids = paddle.to_tensor(batch)
-        teacher_qkv = recipe.engine(ids, paddle.ones(ids.shape, dtype="int64"))
-        step = make_micro_step(lambda: batch, lambda *_: teacher_qkv, recipe.trainer.layer, recipe.heads)
+        teacher = _FixedTeacher(recipe.engine.outputs(ids, paddle.ones(ids.shape, dtype="int64"),
+                                                      recipe.heads.values()))
+        step = make_micro_step(lambda: batch, teacher, recipe.trainer.layer, recipe.heads)
         return _timed(lambda _: _total(recipe.trainer.train_step(step)), batch)
 
     return serve

@@ -75,14 +75,15 @@ def save_students(output_dir: Path, students: dict, tokenizer, config: DistillCo
     return output_dir / STUDENTS_DIR
 
 
-def build_teacher(config: DistillConfig, rt, output_dir: Path, teacher, check_ids: np.ndarray):
+def build_teacher(config: DistillConfig, rt, output_dir: Path, teacher, check_ids: np.ndarray, relation_heads=()):
     """The teacher engine ``Distill.teacher_engine`` asks for (see ``teacher_engine``), checked on
     ``check_ids``; the resolved choice is written back into ``config.yaml``."""
     output_dir = Path(output_dir)
     ids = paddle.to_tensor(check_ids)
     engine = build_engine(config.Distill.teacher_engine, QKVExtractor(teacher, config.Distill.teacher_layer),
                           config.Distill.teacher_layer, output_dir, (ids, paddle.ones(ids.shape, dtype="int64")),
-                          rt.device, runtime.thread_count(), is_main=rt.is_main, barrier=rt.barrier)
+                          rt.device, runtime.thread_count(), is_main=rt.is_main, barrier=rt.barrier,
+                          relation_heads=tuple(relation_heads))
     if rt.is_main:
         resolved = config.model_copy(deep=True)
         resolved.Distill.teacher_engine = engine.name
@@ -105,7 +106,8 @@ def run(config: DistillConfig) -> Path:
                       tokenizer=tokenizer, tokens_per_micro_step=train.batch_size * corpus.seq_len, desc="distill",
                       param_groups=groups)
     # before resuming: building the engine must not move the RNG state that resuming restores
-    teacher_engine = build_teacher(config, rt, output_dir, teacher, corpus.batch(np.arange(min(len(corpus), 2))))
+    teacher_engine = build_teacher(config, rt, output_dir, teacher, corpus.batch(np.arange(min(len(corpus), 2))),
+                                   relation_heads.values())
     trainer.resume()
     seen = []  # fingerprint of this rank's first batch, for the data-parallel check
 

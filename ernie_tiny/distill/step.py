@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ernie_tiny.distill.loss import check_shapes, relation_losses_to, teacher_relations
+from ernie_tiny.distill.loss import check_shapes, relation_losses_to
 from ernie_tiny.modeling import QKVExtractor
 
 RELATIONS = ("qq", "kk", "vv")
@@ -40,26 +40,23 @@ class StudentsQKV(nn.Layer):
         return [student.parameters() for student in self.students]
 
 
-def distill_losses(teacher: Callable, students: nn.Layer, relation_heads: Dict[str, int],
+def distill_losses(teacher, students: nn.Layer, relation_heads: Dict[str, int],
                    input_ids: paddle.Tensor) -> Dict[str, paddle.Tensor]:
     """Every student's relation losses on one batch of packed sequences (no padding: the loss
-    skips key masking). The teacher's relation distributions are computed once per relation-head
-    count, whichever students use it."""
+    skips key masking). ``teacher`` is a ``TeacherEngine``: its relation distributions come once
+    per relation-head count, whichever students use it."""
     mask = paddle.ones(input_ids.shape, dtype="int64")
-    teacher_qkv = teacher(input_ids, mask)
-    distributions = {}
+    teacher_qkv, distributions = teacher.outputs(input_ids, mask, relation_heads.values())
     losses = {}
     for name, student_qkv in students(input_ids, mask).items():
         heads = relation_heads[name]
-        if heads not in distributions:
-            distributions[heads] = teacher_relations(teacher_qkv, None, heads)
         check_shapes(student_qkv, teacher_qkv, heads)
         for relation, value in zip(RELATIONS, relation_losses_to(student_qkv, distributions[heads], None, heads)):
             losses[loss_name(name, relation)] = value
     return losses
 
 
-def make_micro_step(next_batch: Callable[[], np.ndarray], teacher: Callable, students: nn.Layer,
+def make_micro_step(next_batch: Callable[[], np.ndarray], teacher, students: nn.Layer,
                     relation_heads: Dict[str, int]) -> Callable[[], Dict[str, paddle.Tensor]]:
     """The ``micro_step`` ``Trainer`` runs: draw a batch of token ids, return the named losses.
     ``students`` is the trainer's layer (``StudentsQKV``, or it wrapped in ``paddle.DataParallel``)."""

@@ -46,18 +46,36 @@ def tolerance(precision: str) -> float:
 
 @dataclass
 class TeacherEngine:
-    """``forward(input_ids, attention_mask) -> (q, k, v)``, no gradients; ``describe()`` for
-    the banner."""
+    """The teacher's side of a step, no gradients: ``engine(ids, mask) -> (q, k, v)``, and
+    ``outputs(ids, mask, relation_heads)`` -> ``((q, k, v), {R: its Q-Q, K-K, V-V relation
+    distributions})`` (what the loss needs of the teacher; the relations of the heads in
+    ``graph_heads`` come out of the compiled graph, the others are computed eagerly in float32).
+    ``describe()`` for the banner."""
 
     name: str
-    forward: Callable
+    forward: Callable  # (ids, mask) -> (q, k, v, then 3 distributions per graph_heads entry)
     precision: str = "float32"
     check_error: Optional[float] = None
     cache_dir: Optional[Path] = None
     note: str = ""
+    graph_heads: Tuple[int, ...] = ()
 
     def __call__(self, input_ids: paddle.Tensor, attention_mask: paddle.Tensor):
-        return self.forward(input_ids, attention_mask)
+        return tuple(self.forward(input_ids, attention_mask)[:3])
+
+    def outputs(self, input_ids: paddle.Tensor, attention_mask: paddle.Tensor, relation_heads):
+        from ernie_tiny.distill.loss import teacher_relations
+
+        out = self.forward(input_ids, attention_mask)
+        qkv = tuple(out[:3])
+        relations = {}
+        for heads in sorted(set(relation_heads)):
+            if heads in self.graph_heads:
+                i = 3 + 3 * self.graph_heads.index(heads)
+                relations[heads] = list(out[i:i + 3])
+            else:
+                relations[heads] = teacher_relations(qkv, attention_mask, heads)
+        return qkv, relations
 
     def describe(self) -> str:
         text = f"teacher engine {self.name}"
@@ -76,9 +94,10 @@ def eager_engine(extractor: paddle.nn.Layer, note: str = "") -> TeacherEngine:
 
 # ------------------------------------------------------------------ building the graph
 
-def fingerprint(extractor: paddle.nn.Layer, layer_index: int) -> str:
-    """A hash of the extractor's parameters (names, shapes, bytes) and its layer."""
-    digest = hashlib.sha256(f"layer={layer_index};paddle={paddle.__version__}".encode())
+def fingerprint(extractor: paddle.nn.Layer, layer_index: int, relation_heads: Tuple[int, ...] = ()) -> str:
+    """A hash of the extractor's parameters (names, shapes, bytes), its layer and the relation
+    heads whose distributions the graph computes."""
+    digest = hashlib.sha256(f"layer={layer_index};heads={list(relation_heads)};paddle={paddle.__version__}".encode())
     for name, p in extractor.named_parameters():
         value = p.numpy()
         digest.update(f"{name}:{value.dtype}:{value.shape}".encode())
@@ -86,9 +105,10 @@ def fingerprint(extractor: paddle.nn.Layer, layer_index: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def export_graph(extractor: paddle.nn.Layer, directory: Path) -> Path:
+def export_graph(extractor: paddle.nn.Layer, directory: Path, relation_heads: Tuple[int, ...] = ()) -> Path:
     """Save ``extractor`` (a ``QKVExtractor``) as a static graph with dynamic batch and
-    length, into ``directory`` (written under a temporary name, then renamed)."""
+    length, into ``directory`` (written under a temporary name, then renamed); with
+    ``relation_heads``, the graph also computes the teacher's relation distributions for each."""
     from paddle.static import InputSpec
 
     from ernie_tiny.modeling import QKVExtractor
@@ -107,7 +127,10 @@ def export_graph(extractor: paddle.nn.Layer, directory: Path) -> Path:
     # InputSpec names must match forward's argument names; the distilled layer's own Q/K/V do
     # not read the mask, so a graph without layers below it takes the ids alone
     specs = [InputSpec([None, None], "int64", "input_ids")]
-    if len(copy.layers):
+    if relation_heads:
+        specs.append(InputSpec([None, None], "int64", "attention_mask"))
+        copy = _WithRelations(copy, tuple(relation_heads))
+    elif len(copy.layers):
         specs.append(InputSpec([None, None], "int64", "attention_mask"))
     else:
         copy = _IdsOnly(copy)
@@ -132,6 +155,23 @@ class _IdsOnly(paddle.nn.Layer):
 
     def forward(self, input_ids):
         return self.extractor(input_ids, paddle.ones_like(input_ids))
+
+
+class _WithRelations(paddle.nn.Layer):
+    """Q, K, V and, for each relation-head count, the three relation distributions of the loss."""
+
+    def __init__(self, extractor, relation_heads: Tuple[int, ...]):
+        super().__init__()
+        self.extractor, self.relation_heads = extractor, relation_heads
+
+    def forward(self, input_ids, attention_mask):
+        from ernie_tiny.distill.loss import teacher_relations
+
+        qkv = self.extractor(input_ids, attention_mask)
+        out = list(qkv)
+        for heads in self.relation_heads:
+            out += teacher_relations(qkv, attention_mask, heads)
+        return out
 
 
 def load_predictor(directory: Path, device: str, threads: int, precision: str = "float32"):
@@ -176,16 +216,22 @@ def relative_error(compiled, eager) -> float:
 
 
 def inference_engine(extractor: paddle.nn.Layer, layer_index: int, output_dir: Path, check_batch,
-                     device: str, threads: int, is_main: bool = True, barrier=lambda: None) -> TeacherEngine:
+                     device: str, threads: int, is_main: bool = True, barrier=lambda: None,
+                     relation_heads: Tuple[int, ...] = ()) -> TeacherEngine:
     """The compiled teacher, built (main rank) or loaded from the cache, checked against eager
-    on ``check_batch`` (ids, mask); raises ``TeacherEngineError`` when it cannot be trusted."""
+    on ``check_batch`` (ids, mask); raises ``TeacherEngineError`` when it cannot be trusted.
+    In float32 the graph also computes the relation distributions of ``relation_heads`` (in
+    float16, on GPU, they are computed eagerly in float32: the loss must not see half precision)."""
+    from ernie_tiny.distill.loss import teacher_relations
+
     precision = "float16" if device == "gpu" else "float32"
-    key = fingerprint(extractor, layer_index)
+    graph_heads = tuple(sorted(set(relation_heads))) if precision == "float32" else ()
+    key = fingerprint(extractor, layer_index, graph_heads)
     directory = Path(output_dir) / "teacher_engine" / key
     failure = None
     if is_main and not (directory / INFO_FILE).is_file():
         try:
-            export_graph(extractor, directory)
+            export_graph(extractor, directory, graph_heads)
         except Exception as error:  # noqa: BLE001 - the message says what failed; auto falls back
             failure = error
     barrier()
@@ -201,17 +247,21 @@ def inference_engine(extractor: paddle.nn.Layer, layer_index: int, output_dir: P
         raise TeacherEngineError(f"Paddle Inference could not run the saved teacher in {directory}: "
                                  f"{type(error).__name__}: {str(error).strip().splitlines()[-1][:300]}") from error
     with paddle.no_grad():
-        eager = extractor(ids, mask)
-    error = relative_error(compiled, eager)
+        eager = list(extractor(ids, mask))
+        for heads in graph_heads:
+            eager += teacher_relations(eager[:3], mask, heads)
+    error = relative_error(compiled, eager) if len(compiled) == len(eager) else float("inf")
     if not error <= tolerance(precision):
         raise TeacherEngineError(
             f"the compiled teacher's Q/K/V differ from the eager teacher's by {error:.2e} (relative; allowed "
             f"{tolerance(precision):.0e} in {precision}) on the first batch; graph in {directory}")
-    return TeacherEngine("inference", forward, precision=precision, check_error=error, cache_dir=directory)
+    return TeacherEngine("inference", forward, precision=precision, check_error=error, cache_dir=directory,
+                         graph_heads=graph_heads)
 
 
 def build_engine(choice: str, extractor: paddle.nn.Layer, layer_index: int, output_dir: Path, check_batch,
-                 device: str, threads: int, is_main: bool = True, barrier=lambda: None) -> TeacherEngine:
+                 device: str, threads: int, is_main: bool = True, barrier=lambda: None,
+                 relation_heads: Tuple[int, ...] = ()) -> TeacherEngine:
     """The teacher engine ``choice`` (``Distill.teacher_engine``) asks for. ``auto`` falls back to
     eager with a warning naming the reason; ``inference`` raises."""
     if choice not in ENGINES:
@@ -219,7 +269,8 @@ def build_engine(choice: str, extractor: paddle.nn.Layer, layer_index: int, outp
     if choice == "eager":
         return eager_engine(extractor)
     try:
-        return inference_engine(extractor, layer_index, output_dir, check_batch, device, threads, is_main, barrier)
+        return inference_engine(extractor, layer_index, output_dir, check_batch, device, threads, is_main, barrier,
+                                relation_heads)
     except TeacherEngineError as error:
         if choice == "inference":
             raise
