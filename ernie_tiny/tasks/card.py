@@ -30,10 +30,20 @@ class PaddleNLPSource(Section):
 class LocalSource(Section):
     """Files as the benchmark distributes them, under ``<Data.dir>/<card name>/``."""
 
-    format: Literal["jsonl", "tsv"] = "jsonl"
+    format: Literal["jsonl", "tsv", "csv"] = "jsonl"
     splits: dict = Field(default_factory=lambda: {"train": "train.json", "dev": "dev.json"})
-    columns: List[str] = Field(default_factory=list, description="tsv: column names, in order")
+    columns: List[str] = Field(default_factory=list, description=(
+        "tsv: column names, in order; csv: the columns the file's header must have"))
     header: bool = False
+    dev_percent: int = Field(0, ge=0, le=50, description=(
+        "for a dataset that ships no dev split: train and dev name the same file, and a stable hash "
+        "of each row puts this percent of its rows in dev and the rest in train"))
+
+    def check(self):
+        if self.format == "csv" and not self.columns:
+            yield "columns", "a csv source names the columns its header must have"
+        if self.dev_percent and self.splits.get("train") != self.splits.get("dev"):
+            yield "dev_percent", "a hashed dev split needs train and dev to name the same file"
 
 
 class BuiltinSource(Section):

@@ -9,6 +9,7 @@ skipped and counted; anything else wrong stops with the file, line and field.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,8 @@ def _iter_local(path: Path, card: TaskCard) -> Iterator[Tuple[str, dict]]:
                 if not isinstance(record, dict):
                     raise TaskDataError(f"{path}:{number}: a JSON line must be an object")
                 yield f"{path}:{number}", record
+        elif local.format == "csv":
+            yield from _iter_csv(f, path, local.columns)
         else:
             reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             for number, row in enumerate(reader, 1):
@@ -75,6 +78,37 @@ def _iter_local(path: Path, card: TaskCard) -> Iterator[Tuple[str, dict]]:
                 if len(row) != len(local.columns):
                     raise TaskDataError(f"{path}:{number}: {len(row)} columns, the card names {len(local.columns)}")
                 yield f"{path}:{number}", dict(zip(local.columns, row))
+
+
+def _iter_csv(f, path: Path, columns: List[str]) -> Iterator[Tuple[str, dict]]:
+    """Rows of a comma-separated file with a header line (quoted fields may span lines; a row's
+    place is the line it starts on). The header must have every column in ``columns``; a row
+    must have as many fields as the header."""
+    reader = csv.reader(f)
+    header = next(reader, None)
+    if header is None:
+        raise TaskDataError(f"{path}:1: empty file, expected a header with {columns}")
+    header = [name.strip().lstrip("\ufeff") for name in header]
+    missing = [name for name in columns if name not in header]
+    if missing:
+        raise TaskDataError(f"{path}:1: the header {header} lacks the column(s) {missing}")
+    start = reader.line_num + 1
+    for row in reader:
+        if not row:  # a blank line
+            start = reader.line_num + 1
+            continue
+        if len(row) != len(header):
+            raise TaskDataError(f"{path}:{start}: {len(row)} fields, the header has {len(header)} ({header})")
+        yield f"{path}:{start}", dict(zip(header, row))
+        start = reader.line_num + 1
+
+
+def hashed_split(record: dict, dev_percent: int) -> str:
+    """``dev`` or ``train`` for a row of a dataset without a dev split: a stable hash of the row's
+    values, so the split never changes with the file's order or the machine."""
+    key = "\t".join(str(record[name]) for name in sorted(record))
+    bucket = int(hashlib.md5(key.encode("utf-8")).hexdigest()[:8], 16) % 100
+    return "dev" if bucket < dev_percent else "train"
 
 
 def _local_file(card: TaskCard, split: str, data_dir: str) -> Path:
@@ -88,7 +122,11 @@ def _iter_records(card: TaskCard, split: str, data_dir: Optional[str]) -> Tuple[
     source = card.source
     if data_dir and source.local:
         path = _local_file(card, split, data_dir)
-        return str(path), _iter_local(path, card)
+        rows = _iter_local(path, card)
+        percent = source.local.dev_percent
+        if percent:
+            rows = ((where, r) for where, r in rows if hashed_split(r, percent) == split)
+        return str(path), rows
     if source.builtin:
         from ernie_tiny.tasks.offline import load_builtin
 
