@@ -309,6 +309,10 @@ def test_markdown_compares_with_reference_rows(tmp_path):
     assert not list(tmp_path.glob(".tmp_*"))
 
 
+TABLE5_TASKS = ["afqmc", "tnews", "iflytek", "ocnli", "cluewsc2020", "csl", "canli", "shopping10",
+                "bustm", "eprstmt", "csldcp"]
+
+
 # ---- config ----
 
 SHIPPED = ["configs/clue.yaml", "configs/demo/evaluate.yaml"]
@@ -322,13 +326,16 @@ def test_shipped_configs_validate(path, tiny_model):
         task["max_length"] = 128
     config = validate_config(EvaluateConfig, full)
     if path == "configs/clue.yaml":
-        assert [c.name for c in config.cards()][:9] == ["afqmc", "tnews", "iflytek", "ocnli", "cluewsc2020", "csl",
-                                                        "bustm", "eprstmt", "csldcp"]
+        assert [c.name for c in config.cards()][:11] == TABLE5_TASKS
         assert config.Report.reference["ERNIE 3.0 Tiny 4L-312H (paper)"]["afqmc"] == 72.4
         fewclue = {row: {t: scores[t] for t in ("bustm", "eprstmt", "csldcp")}
                    for row, scores in config.Report.reference.items()}
         assert fewclue == {"ERNIE 3.0 Tiny 4L-312H (paper)": {"bustm": 72.3, "eprstmt": 87.0, "csldcp": 45.1},
-                           "TinyBERT-4L (paper)": {"bustm": 71.3, "eprstmt": 78.6, "csldcp": 34.1}}  # Table 5
+                           "TinyBERT-Chinese 4L (paper)": {"bustm": 71.3, "eprstmt": 78.6, "csldcp": 34.1}}  # Table 5
+        assert [t for g in config.Report.groups.values() for t in g] == TABLE5_TASKS
+        averages = {row: round(float(np.mean([scores[t] for t in TABLE5_TASKS])), 1)
+                    for row, scores in config.Report.reference.items()}
+        assert averages == {"ERNIE 3.0 Tiny 4L-312H (paper)": 72.3, "TinyBERT-Chinese 4L (paper)": 68.0}
         assert config.Grid.max_grad_norm == 1.0 and config.Grid.eval_every == 100
         assert config.Grid.batch_sizes == [16, 32, 64] and config.Grid.learning_rates == [1e-5, 2e-5, 3e-5, 5e-5]
     else:

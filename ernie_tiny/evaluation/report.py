@@ -4,7 +4,9 @@ Per task, the points are grouped by their hyperparameters (batch size, learning 
 epochs); a group's score is the mean of its seeds' best dev scores, and the task's score is
 the best group's (ties: the first in grid order), with the standard deviation over its seeds.
 The Markdown and the chart put the model beside the config's reference rows (the paper's
-numbers). Nothing here imports Paddle.
+numbers). With ``Report.groups`` the comparison is laid out as the paper's Table 5: the groups'
+tasks in order (In-Domain, Out-Domain, Low-Resource), a blank cell for a task the run lacks, and
+an Avg over the tasks the run has, which the note under the table names. Nothing here imports Paddle.
 """
 from __future__ import annotations
 
@@ -101,7 +103,62 @@ def comparison_rows(results: Sequence[TaskResult],
     return rows
 
 
-def markdown(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]]) -> str:
+Groups = Dict[str, List[str]]
+
+
+def table_rows(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]],
+               groups: Groups) -> Dict[str, Dict[str, float]]:
+    """{row name: {task: score}} over the groups' tasks: the model's (only the tasks it ran, maybe
+    none), then every reference row (all of its tasks in the groups)."""
+    tasks = [t for group in groups.values() for t in group]
+    rows = {results[0].model: {r.task: r.score for r in results if r.task in tasks}}
+    for name, scores in reference.items():
+        rows[name] = {t: s for t, s in scores.items() if t in tasks}
+    return rows
+
+
+def table_average(scores: Dict[str, float], over: Sequence[str]) -> Optional[float]:
+    """The mean over the tasks ``over``; None unless the row has every one of them."""
+    if not over or any(t not in scores for t in over):
+        return None
+    return float(np.mean([scores[t] for t in over]))
+
+
+def grouped_table(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]], groups: Groups) -> List[str]:
+    """Markdown lines of the Table 5 layout: a line of group names over the task columns, then the model
+    and the reference rows; blank where a row has no score; Avg over the tasks the model ran."""
+    tasks = [t for group in groups.values() for t in group]
+    rows = table_rows(results, reference, groups)
+    ran = [t for t in tasks if t in rows[results[0].model]]
+    group_cells = [name if i == 0 else "" for name, group in groups.items() for i in range(len(group))]
+    lines = ["## Compared with the paper, as its Table 5 (dev)", "",
+             "| | " + " | ".join(group_cells) + " | |",
+             "|---|" + "---:|" * (len(tasks) + 1),
+             "| **model** | " + " | ".join(f"**{t.upper()}**" for t in tasks) + " | **Avg** |"]
+    for name, scores in rows.items():
+        cells = [f"{scores[t]:.1f}" if t in scores else "" for t in tasks]
+        avg = table_average(scores, ran)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'' if avg is None else f'{avg:.1f}'} |")
+    missing = [t for t in tasks if t not in ran]
+    if not missing:
+        note = f"Avg: the mean over all {len(tasks)} tasks of the table."
+    elif ran:
+        note = (f"Avg: the mean over the {len(ran)} of {len(tasks)} tasks this run has ({', '.join(ran)}), for every "
+                f"row; blank: not in this run ({', '.join(missing)}).")
+        full = [f"{name} {avg:.1f}" for name, scores in list(rows.items())[1:]
+                if (avg := table_average(scores, tasks)) is not None]
+        if full:
+            note += f" Over all {len(tasks)}: " + ", ".join(full) + "."
+    else:
+        note = f"This run has none of the table's {len(tasks)} tasks; no Avg."
+    extra = [r.task for r in results if r.task not in tasks]
+    if extra:
+        note += f" Not in the table: {', '.join(extra)} (scores above)."
+    return lines + ["", note]
+
+
+def markdown(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]],
+             groups: Optional[Groups] = None) -> str:
     if not results:
         return "No finished grid points.\n"
     lines = [f"## {results[0].model}: best dev score per task", "",
@@ -118,6 +175,8 @@ def markdown(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float
     skipped = [f"{r.task}: {r.skipped_rows}" for r in results if r.skipped_rows]
     if skipped:
         lines += ["", "Rows skipped for a label the card skips (e.g. OCNLI's '-'): " + ", ".join(skipped) + "."]
+    if groups:
+        return "\n".join(lines + [""] + grouped_table(results, reference, groups)) + "\n"
     rows = comparison_rows(results, reference)
     if len(rows) > 1:
         tasks = [r.task for r in results if any(r.task in scores for name, scores in list(rows.items())[1:])]
@@ -130,30 +189,51 @@ def markdown(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float
     return "\n".join(lines) + "\n"
 
 
-def chart(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]], path: Path) -> None:
-    """Grouped bars: one group per task, one bar per row (the model, then the references)."""
+def chart(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]], path: Path,
+          groups: Optional[Groups] = None) -> None:
+    """Grouped bars: one group per task, one bar per row (the model, then the references). With
+    ``groups``: the table's tasks in its order (a task the run lacks keeps its place, with the
+    references' bars only), the group names under the task names, then the run's other tasks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = comparison_rows(results, reference)
-    tasks = [r.task for r in results]
+    by_task = {r.task: r for r in results}
+    if groups:
+        table = [t for group in groups.values() for t in group]
+        tasks = table + [r.task for r in results if r.task not in table]
+        rows = table_rows(results, reference, groups)
+        rows[results[0].model] = {r.task: r.score for r in results}
+        group_of = {t: name for name, group in groups.items() for t in group}
+    else:
+        tasks = [r.task for r in results]
+        rows = comparison_rows(results, reference)
+        group_of = {}
     width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 2.5 + len(tasks) * (0.4 + 0.3 * len(rows)))), 4.5))
+    fig, ax = plt.subplots(figsize=(min(18.0, max(6.0, 2.5 + len(tasks) * (0.4 + 0.3 * len(rows)))), 4.8))
     for i, (name, scores) in enumerate(rows.items()):
         xs = [j + (i - (len(rows) - 1) / 2) * width for j, t in enumerate(tasks) if t in scores]
         ys = [scores[t] for t in tasks if t in scores]
         bars = ax.bar(xs, ys, width, label=name)
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
-    for j, r in enumerate(results):  # the floor: always the most frequent train label
-        if r.majority is not None:
-            ax.hlines(r.majority, j - 0.45, j + 0.45, colors="gray", linestyles="--", linewidth=1,
-                      label="majority class" if j == 0 else None)
-    ax.set_xticks(range(len(tasks)), [f"{r.task}\n({r.metric})" for r in results], fontsize=8)
+    first = True
+    for j, task in enumerate(tasks):  # the floor: always the most frequent train label
+        result = by_task.get(task)
+        if result is not None and result.majority is not None:
+            ax.hlines(result.majority, j - 0.45, j + 0.45, colors="gray", linestyles="--", linewidth=1,
+                      label="majority class" if first else None)
+            first = False
+
+    def label(task: str) -> str:
+        metric = by_task[task].metric if task in by_task else "not run"
+        return f"{task}\n({metric})" + (f"\n{group_of[task]}" if task in group_of else "")
+
+    ax.set_xticks(range(len(tasks)), [label(t) for t in tasks], fontsize=7)
     ax.set_ylabel("dev score (%)")
-    ax.set_ylim(0, min(100.0, math.ceil(max(max(s.values()) for s in rows.values()) / 10) * 10 + 10))
-    ax.set_title(f"{results[0].model}: best dev score per task")
+    top = max((max(s.values()) for s in rows.values() if s), default=90.0)
+    ax.set_ylim(0, min(100.0, math.ceil(top / 10) * 10 + 10))
+    ax.set_title(f"{results[0].model}: best dev score per task" + (" (paper Table 5 layout)" if groups else ""))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -161,7 +241,8 @@ def chart(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]],
 
 
 def write_report(output_dir: Path, records: Sequence[dict], model: str,
-                 reference: Dict[str, Dict[str, float]], with_chart: bool = True) -> List[Path]:
+                 reference: Dict[str, Dict[str, float]], with_chart: bool = True,
+                 groups: Optional[Groups] = None) -> List[Path]:
     """Write results.csv, results.md (and results.png); each file is replaced whole."""
     results = summarize(records, model)
     output_dir = Path(output_dir)
@@ -171,7 +252,7 @@ def write_report(output_dir: Path, records: Sequence[dict], model: str,
         written.append(write_atomically(output_dir / name, write))
 
     replace("results.csv", lambda p: write_csv(results, p))
-    replace("results.md", lambda p: p.write_text(markdown(results, reference), encoding="utf-8"))
+    replace("results.md", lambda p: p.write_text(markdown(results, reference, groups), encoding="utf-8"))
     if with_chart and results:
-        replace("results.png", lambda p: chart(results, reference, p))
+        replace("results.png", lambda p: chart(results, reference, p, groups))
     return written

@@ -275,7 +275,7 @@ def _run(config: EvaluateConfig) -> Optional[List[Path]]:
     keys = [item[3] for item in plan]
     done = _wait_for(log, keys) if world > 1 else log.load()
     written = write_report(output_dir, [done[k] for k in keys], config.Model.display_name(),
-                           config.Report.reference, config.Report.chart)
+                           config.Report.reference, config.Report.chart, config.Report.groups)
     print((output_dir / "results.md").read_text(encoding="utf-8"))
     print("written: " + ", ".join(str(p) for p in written), flush=True)
     return written

@@ -90,9 +90,19 @@ class GridSection(Section):
 class ReportSection(Section):
     reference: Dict[str, Dict[str, float]] = Field(
         default_factory=dict, description="rows to compare with: {row name: {task card name: dev score}}")
+    groups: Dict[str, List[str]] = Field(default_factory=dict, description=(
+        "the comparison table's column groups, in order: {group name: [task card names]} (paper Table 5: "
+        "In-Domain, Out-Domain, Low-Resource); its Avg is over all their tasks. Empty: one column per task "
+        "some reference row has"))
     chart: bool = True
 
     def check(self):
+        seen = set()
+        for group, tasks in self.groups.items():
+            for i, task in enumerate(tasks):
+                if task in seen:
+                    yield f"groups.{group}.{i}", f"{task!r} is in more than one group"
+                seen.add(task)
         for row, scores in self.reference.items():
             for task, value in scores.items():
                 if not 0 <= value <= 100:
