@@ -97,3 +97,21 @@ def test_evaluate_clue_yaml_on_files_in_the_datasets_formats(tmp_path, tiny_mode
     table = md.split("as its Table 5")[1]
     model_row = next(line for line in table.splitlines() if line.startswith(f"| {CLUE['Model']['name']} |"))
     assert model_row.count("|") == 14 and "|  |" not in model_row  # a score in every column and the Avg
+
+
+def test_without_data_dir_the_local_only_cards_are_left_out_and_blank(tmp_path, tiny_model, capsys):
+    from ernie_tiny.config import load_config
+    from ernie_tiny.evaluation.runner import run
+    from ernie_tiny.evaluation.schema import EvaluateConfig
+
+    out = tmp_path / "out"
+    overrides = [f"Model.path={tiny_model}", f"Global.output_dir={out}", "Global.num_threads=0", "Data.dir=''",
+                 "Tasks=[{card: canli}, {card: pd_entity_type, max_train_examples: 16, max_dev_examples: 8, "
+                 "max_length: 32}]",
+                 "Grid.batch_sizes=[8]", "Grid.learning_rates=[1e-3]", "Grid.card_overrides=false", "Grid.epochs=1",
+                 "Report.chart=false"]
+    run(load_config(EvaluateConfig, ROOT / "configs/clue.yaml", overrides))
+    assert "[canli] left out: its files are read only from Data.dir" in capsys.readouterr().out
+    md = (out / "results.md").read_text(encoding="utf-8")
+    assert "This run has none of the table's 11 tasks; no Avg. Not in the table: pd_entity_type" in md
+    assert ERNIE_ROW.rsplit("|", 2)[0] in md

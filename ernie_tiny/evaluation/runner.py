@@ -189,6 +189,26 @@ def run_point(config: EvaluateConfig, card, data: TaskData, point: GridPoint, ke
             "model": config.Model.display_name(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
+def needs_data_dir(card, data_dir: str) -> bool:
+    """A card whose only source is local files (CANLI, SHOPPING10) and a run without ``Data.dir``."""
+    source = card.source
+    return not data_dir and bool(source.local) and not (source.builtin or source.paddlenlp)
+
+
+def runnable_tasks(config: EvaluateConfig) -> List[tuple]:
+    """(entry, card) of every task the run can read; a local-only card without ``Data.dir`` is
+    left out with a notice (its Table 5 column stays blank), a missing file under ``Data.dir``
+    still stops the run."""
+    tasks = []
+    for entry, card in zip(config.Tasks, config.cards()):
+        if needs_data_dir(card, config.Data.dir):
+            print(f"[{card.name}] left out: its files are read only from Data.dir (-o Data.dir=DIR); "
+                  f"{card.source.download}", flush=True)
+            continue
+        tasks.append((entry, card))
+    return tasks
+
+
 def check_data(pending: List[tuple], data_dir: str) -> None:
     """Read (and so validate) every split the pending tasks need before the first point runs:
     a bad line in the last task's files stops the run now, not hours in."""
@@ -245,13 +265,14 @@ def _run(config: EvaluateConfig) -> Optional[List[Path]]:
     tokenizer = AutoTokenizer.from_pretrained(config.Model.path)
     model_id = model_fingerprint(config.Model.path)
 
+    tasks = runnable_tasks(config)
     plan = []  # (entry, card, point, key) for every point of the grid, in config order
-    for entry, card in zip(config.Tasks, config.cards()):
+    for entry, card in tasks:
         settings = task_settings(config, entry, card, model_id)
         plan += [(entry, card, p, point_key(p, settings)) for p in task_points(card, entry, config.Grid)]
     mine = for_rank(plan, rank, world)
     todo = [item for item in mine if item[3] not in done]
-    print(f"{config.Model.display_name()}: {len(plan)} grid points over {len(config.Tasks)} tasks; "
+    print(f"{config.Model.display_name()}: {len(plan)} grid points over {len(tasks)} tasks; "
           f"this process ({rank + 1} of {world}, {device}) runs {len(mine)}, {len(mine) - len(todo)} of them "
           f"finished before", flush=True)
 
