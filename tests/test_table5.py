@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from ernie_tiny.evaluation.report import markdown, summarize, write_report
-from tests.test_evaluate import TABLE5_TASKS, record, tiny_model  # noqa: F401 (a fixture)
+from test_evaluate import TABLE5_TASKS, record, tiny_model  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUE = yaml.safe_load((ROOT / "configs/clue.yaml").read_text(encoding="utf-8"))
@@ -57,7 +57,7 @@ def write(path: Path, text: str) -> None:
 def hand_made_data(root: Path) -> None:
     """CANLI's train.csv and online_shopping_10_cats.csv, and the 9 CLUE / FewCLUE tasks' json-lines
     files under their official names (tests/test_clue_formats.py's rows)."""
-    from tests.test_clue_formats import OFFICIAL
+    from test_clue_formats import OFFICIAL
 
     for task, ((train_name, dev_name), train, dev) in OFFICIAL.items():
         for name, rows in ((train_name, train), (dev_name, dev)):
