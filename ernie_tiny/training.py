@@ -66,6 +66,12 @@ def read_scalars(values: Dict[str, paddle.Tensor]) -> Dict[str, float]:
     return dict(zip(values, stacked.tolist()))
 
 
+def add_into(totals: Dict[str, paddle.Tensor], values: Dict[str, paddle.Tensor]) -> None:
+    """Add ``values`` to the running ``totals`` by name, on the device (a new name starts at its value)."""
+    for name, value in values.items():
+        totals[name] = totals[name] + value if name in totals else value
+
+
 def parameters_fingerprint(layer: paddle.nn.Layer) -> float:
     """A float64 sum over all parameters: equal on every rank when data parallelism is right."""
     return float(sum(np.abs(p.numpy().astype(np.float64)).sum() for p in layer.parameters()))
@@ -155,9 +161,7 @@ class Trainer:
                     losses = micro_step()
                 loss = paddle.add_n(list(losses.values())) / train.accumulate_steps
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
-            for name, value in losses.items():
-                share = value.detach() / train.accumulate_steps
-                totals[name] = totals[name] + share if name in totals else share
+            add_into(totals, {name: value.detach() / train.accumulate_steps for name, value in losses.items()})
         if self.all_reduce:
             fused_allreduce_gradients(list(self.layer.parameters()), None)
         if self.scaler:
@@ -191,8 +195,7 @@ class Trainer:
         shown: Dict[str, float] = {}  # the last logged losses, for the progress bar
         try:
             while self.step < train.max_steps:
-                for name, value in self.train_step(micro_step).items():
-                    window_totals[name] = window_totals[name] + value if name in window_totals else value
+                add_into(window_totals, self.train_step(micro_step))
                 self.step += 1
                 window_steps += 1
                 self.state["tokens"] += self.tokens_per_step

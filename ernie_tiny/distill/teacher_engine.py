@@ -157,21 +157,27 @@ class _IdsOnly(paddle.nn.Layer):
         return self.extractor(input_ids, paddle.ones_like(input_ids))
 
 
+def qkv_and_relations(extractor, input_ids, attention_mask, relation_heads: Tuple[int, ...]) -> list:
+    """The compiled graph's outputs, in its order: Q, K, V, then for each relation-head count
+    the three relation distributions of the loss (also the eager reference of the check)."""
+    from ernie_tiny.distill.loss import teacher_relations
+
+    qkv = extractor(input_ids, attention_mask)
+    out = list(qkv)
+    for heads in relation_heads:
+        out += teacher_relations(qkv, attention_mask, heads)
+    return out
+
+
 class _WithRelations(paddle.nn.Layer):
-    """Q, K, V and, for each relation-head count, the three relation distributions of the loss."""
+    """``qkv_and_relations`` as a layer, to be saved as one graph."""
 
     def __init__(self, extractor, relation_heads: Tuple[int, ...]):
         super().__init__()
         self.extractor, self.relation_heads = extractor, relation_heads
 
     def forward(self, input_ids, attention_mask):
-        from ernie_tiny.distill.loss import teacher_relations
-
-        qkv = self.extractor(input_ids, attention_mask)
-        out = list(qkv)
-        for heads in self.relation_heads:
-            out += teacher_relations(qkv, attention_mask, heads)
-        return out
+        return qkv_and_relations(self.extractor, input_ids, attention_mask, self.relation_heads)
 
 
 def load_predictor(directory: Path, device: str, threads: int, precision: str = "float32"):
@@ -205,7 +211,10 @@ def load_predictor(directory: Path, device: str, threads: int, precision: str = 
 
 
 def relative_error(compiled, eager) -> float:
-    """The largest |compiled - eager| over Q, K and V, relative to the largest |eager| of each."""
+    """The largest |compiled - eager| over the outputs (Q, K, V, relation distributions),
+    relative to the largest |eager| of each; infinite when their number or shapes differ."""
+    if len(compiled) != len(eager):
+        return float("inf")
     worst = 0.0
     for c, e in zip(compiled, eager):
         c, e = np.asarray(c.numpy(), np.float64), np.asarray(e.numpy(), np.float64)
@@ -222,8 +231,6 @@ def inference_engine(extractor: paddle.nn.Layer, layer_index: int, output_dir: P
     on ``check_batch`` (ids, mask); raises ``TeacherEngineError`` when it cannot be trusted.
     In float32 the graph also computes the relation distributions of ``relation_heads`` (in
     float16, on GPU, they are computed eagerly in float32: the loss must not see half precision)."""
-    from ernie_tiny.distill.loss import teacher_relations
-
     precision = "float16" if device == "gpu" else "float32"
     graph_heads = tuple(sorted(set(relation_heads))) if precision == "float32" else ()
     key = fingerprint(extractor, layer_index, graph_heads)
@@ -247,13 +254,12 @@ def inference_engine(extractor: paddle.nn.Layer, layer_index: int, output_dir: P
         raise TeacherEngineError(f"Paddle Inference could not run the saved teacher in {directory}: "
                                  f"{type(error).__name__}: {str(error).strip().splitlines()[-1][:300]}") from error
     with paddle.no_grad():
-        eager = list(extractor(ids, mask))
-        for heads in graph_heads:
-            eager += teacher_relations(eager[:3], mask, heads)
-    error = relative_error(compiled, eager) if len(compiled) == len(eager) else float("inf")
+        eager = qkv_and_relations(extractor, ids, mask, graph_heads)
+    error = relative_error(compiled, eager)
     if not error <= tolerance(precision):
         raise TeacherEngineError(
-            f"the compiled teacher's Q/K/V differ from the eager teacher's by {error:.2e} (relative; allowed "
+            f"the compiled teacher's outputs (Q/K/V and relation distributions) differ from the eager teacher's by "
+            f"{error:.2e} (relative; allowed "
             f"{tolerance(precision):.0e} in {precision}) on the first batch; graph in {directory}")
     return TeacherEngine("inference", forward, precision=precision, check_error=error, cache_dir=directory,
                          graph_heads=graph_heads)
