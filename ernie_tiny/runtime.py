@@ -43,10 +43,10 @@ def mkl_cpu_type_for(cpuinfo: str) -> str:
     """``"5"`` (MKL's AVX2 code path) for an AMD CPU with AVX2, else ``""``.
 
     Paddle's CPU wheel does its eager matmuls with Intel MKL (``libmklml_intel``), which on
-    AMD CPUs takes a generic code path unless ``MKL_DEBUG_CPU_TYPE=5`` asks for its AVX2 one:
-    measured on an AMD EPYC (2 threads), a 2048^3 float32 matmul ran at 90 GFLOP/s without it and
-    203 GFLOP/s with it, and a 4L-312H student's distillation step took 0.83 s vs 0.62 s. (Newer
-    MKL releases ignore the variable; Paddle Inference's oneDNN kernels do not use MKL's GEMM.)"""
+    AMD CPUs takes a generic code path unless ``MKL_DEBUG_CPU_TYPE=5`` asks for its AVX2 one
+    (on an AMD EPYC, 2 threads, 2026-12-01: Paddle's eager 2048^3 float32 matmul 49 -> 120 GFLOP/s
+    in ``tools/benchmark.py distill``; see docs/results/distill_speed/). Newer MKL releases ignore
+    the variable; Paddle Inference's oneDNN kernels do not use MKL's GEMM."""
     flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
     vendor = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("vendor_id")), "")
     return "5" if vendor == "AuthenticAMD" and "avx2" in flags else ""
