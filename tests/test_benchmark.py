@@ -1,5 +1,6 @@
 """Smoke test: the distill speed benchmark end to end with tiny models (both sides run in subprocesses)."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -17,11 +18,14 @@ TINY = ["--teacher-layers", "2", "--teacher-hidden", "32", "--teacher-heads", "4
 
 def test_distill_benchmark_end_to_end(tmp_path):
     report_file, raw_file = tmp_path / "bench.md", tmp_path / "bench.json"
+    scratch = tmp_path / "tmp"  # the sides' work directories go here, and must be gone at the end
+    scratch.mkdir()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "benchmark.py"), "distill", *TINY, "--students", "nano,micro",
          "--output", str(report_file), "--json", str(raw_file)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(scratch)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not list(scratch.iterdir())
     report = report_file.read_text()
     assert report.strip() == proc.stdout.strip()
 
@@ -81,3 +85,16 @@ def test_distill_benchmark_rejects_sizes_that_do_not_fit():
     assert main(["distill", *TINY, "--students", "nano,giga"]) == 2
     assert main(["distill", *TINY, "--relation-heads", "16", "--teacher-hidden", "48", "--student-hidden", "48",
                  "--students", "nano"]) == 2  # 16 does not divide nano's 312
+
+
+def test_the_readme_quotes_the_committed_distill_benchmark_verbatim():
+    """The README's distillation speed table and ratios are the committed report's own lines
+    (as `tools/benchmark.py distill --output` wrote them), not numbers typed by hand."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    report = (ROOT / "docs/results/distill_speed/distill_speed.md").read_text(encoding="utf-8").splitlines()
+    section = readme[readme.index("### Speed"):readme.index("## Pretraining a teacher")]
+    quoted = [line for line in section.splitlines()
+              if line.startswith(("| ours |", "| paddlenlp |", "**Speed ratio", "Teacher forward alone", "One run of"))]
+    assert len(quoted) == 6, quoted
+    for line in quoted:
+        assert line in report, f"README line not in the committed report: {line}"

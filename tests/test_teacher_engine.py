@@ -118,10 +118,12 @@ def test_the_graph_computes_the_teacher_relations_the_loss_needs(tmp_path):
     assert set(relations) == {4, 6, 12}
     with paddle.no_grad():
         eager_qkv = extractor(ids, mask)
-    for heads, distributions in relations.items():
+    for heads, got in relations.items():
         expected = teacher_relations(eager_qkv, mask, heads)
-        assert [d.shape for d in distributions] == [[3, heads, 20, 20]] * 3
-        assert te.relative_error(distributions, expected) <= 1e-4
+        assert [r.distribution.shape for r in got] == [[3, heads, 20, 20]] * 3
+        assert [r.plogp.shape for r in got] == [[3, heads, 20]] * 3
+        for part in ("distribution", "plogp"):
+            assert te.relative_error([getattr(r, part) for r in got], [getattr(r, part) for r in expected]) <= 1e-4
     # another set of relation heads is another graph
     other = te.build_engine("inference", extractor, 1, tmp_path, batch(), "cpu", 1, relation_heads=(4,))
     assert other.cache_dir != engine.cache_dir

@@ -170,14 +170,13 @@ class _Recipe:
         return value
 
 
-def prepare(side: str, o: dict):
-    """Build one side and check its loss once; returns (facts about it, ``serve(request)``)."""
+def prepare(side: str, o: dict, workdir: str):
+    """Build one side in ``workdir`` and check its loss once; returns (facts about it, ``serve(request)``)."""
     import numpy as np
     import paddle
     import paddlenlp
 
     paddle.set_device("cpu")
-    workdir = tempfile.mkdtemp(prefix=f"bench-{side}-")
     rng = np.random.RandomState(SEED)
     batches = [rng.randint(PAD_TOKEN_ID + 1, o["vocab"], size=(o["batch"], o["seq"])).astype("int64")
                for _ in range(o["warmup"] + o["steps"])]
@@ -334,10 +333,11 @@ def main(argv=None) -> int:
         sys.stdout.write(REPLY + json.dumps(message) + "\n")
         sys.stdout.flush()
 
-    info, serve = prepare(args.side, options)
-    reply(info)
-    for line in sys.stdin:  # one request per line; end of input: done
-        reply(serve(line.strip()))
+    with tempfile.TemporaryDirectory(prefix=f"bench-{args.side}-") as workdir:  # removed at the end
+        info, serve = prepare(args.side, options, workdir)
+        reply(info)
+        for line in sys.stdin:  # one request per line; end of input: done
+            reply(serve(line.strip()))
     return 0
 
 

@@ -15,10 +15,21 @@ The loss always runs in float32 with autocast off, whatever AMP the forward pass
 relation head reach ~1e3; bf16 rounds them by ~0.35 before the softmax, and fp16 overflows to
 inf on large activations (softmax NaN, every step skipped by the loss scaler). Each side is
 scaled by d^-1/4 before the product, so the product itself is already X X^T / sqrt(d).
+
+Per query row, with teacher distribution p and student scores s (z = s - max s, so that
+softmax(z) = softmax(s) and logsumexp(z) = -log max softmax(s)):
+``KL(p || softmax(s)) = sum p log p - sum p z - log max softmax(s)``, and its gradient with
+respect to s is ``softmax(s) - p``. ``_RelationKL`` computes exactly that with Paddle's fast
+softmax kernel and hands autograd the gradient directly: Paddle's CPU ``log_softmax`` +
+``kl_div`` and their backward took about twice as long (the benchmark before and after:
+docs/results/distill_speed/before-relation-kl-39862c4.md and distill_speed.md).
+The teacher's ``sum p log p`` is computed once per teacher distribution (``TeacherRelation``),
+whichever students use it, in eager Paddle: inside Paddle Inference's graph the same ops made
+the compiled teacher's pass slower by more than they cost eagerly.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 import paddle
 import paddle.nn.functional as F
@@ -54,23 +65,68 @@ def _key_bias(attention_mask: Optional[paddle.Tensor]) -> Optional[paddle.Tensor
     return ((1.0 - attention_mask.astype("float32")) * _MASKED).unsqueeze([1, 2])  # [batch, 1, 1, seq]
 
 
-def teacher_relations(teacher_qkv: Sequence[paddle.Tensor], attention_mask: Optional[paddle.Tensor],
-                      relation_heads: int) -> List[paddle.Tensor]:
-    """The teacher's Q-Q, K-K, V-V relation distributions ([batch, R, seq, seq] each, float32):
-    computed once per batch and relation-head count, whichever students learn from them.
+class TeacherRelation(NamedTuple):
+    """One teacher relation of a batch: its distribution p ([batch, R, seq, seq], over the keys)
+    and ``plogp`` = sum over the keys of p log p per query row ([batch, R, seq]; minus the entropy)."""
+
+    distribution: paddle.Tensor
+    plogp: paddle.Tensor
+
+
+_TINY = 1.1754944e-38  # the smallest normal float32: p log p is 0 where p is 0
+
+
+def with_plogp(distributions: Sequence[paddle.Tensor]) -> List[TeacherRelation]:
+    """Each teacher distribution with its per-row sum of p log p (0 log 0 = 0)."""
+    with paddle.amp.auto_cast(enable=False):
+        return [TeacherRelation(p, (p * paddle.log(paddle.clip(p, min=_TINY))).sum(axis=-1)) for p in distributions]
+
+
+def teacher_distributions(teacher_qkv: Sequence[paddle.Tensor], attention_mask: Optional[paddle.Tensor],
+                          relation_heads: int) -> List[paddle.Tensor]:
+    """The teacher's Q-Q, K-K, V-V relation distributions ([batch, R, seq, seq] each, float32).
     ``attention_mask`` None means no padding (packed sequences)."""
     with paddle.amp.auto_cast(enable=False):
         bias = _key_bias(attention_mask)
         return [F.softmax(_relation_scores(t, relation_heads, bias), axis=-1) for t in teacher_qkv]
 
 
+def teacher_relations(teacher_qkv: Sequence[paddle.Tensor], attention_mask: Optional[paddle.Tensor],
+                      relation_heads: int) -> List[TeacherRelation]:
+    """What the loss needs of the teacher, computed once per batch and relation-head count,
+    whichever students learn from it."""
+    return with_plogp(teacher_distributions(teacher_qkv, attention_mask, relation_heads))
+
+
+class _RelationKL(paddle.autograd.PyLayer):
+    """sum over rows of weight x KL(p_t || softmax(scores)); gradient (softmax(scores) - p_t) x weight.
+    ``weight``: a float, or a [batch, 1, seq] tensor (per query row)."""
+
+    @staticmethod
+    def forward(ctx, scores, p_t, plogp_t, weight):
+        p_s = F.softmax(scores, axis=-1)
+        z = scores - scores.max(axis=-1, keepdim=True)
+        # KL = sum p_t log p_t - sum p_t log p_s, log p_s = z - logsumexp(z), logsumexp(z) = -log max p_s
+        kl_rows = plogp_t - (p_t * z).sum(axis=-1) - paddle.log(p_s.max(axis=-1))
+        ctx.save_for_backward(p_s, p_t)
+        ctx.weight = weight
+        return (kl_rows * weight).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        p_s, p_t = ctx.saved_tensor()
+        if isinstance(ctx.weight, float):
+            return (p_s - p_t) * (grad * ctx.weight), None, None
+        return (p_s - p_t) * (grad * ctx.weight.unsqueeze(-1)), None, None, None  # weight [batch, 1, seq, 1]
+
+
 def relation_losses_to(
     student_qkv: Sequence[paddle.Tensor],
-    teacher_distributions: Sequence[paddle.Tensor],
+    teacher: Sequence[TeacherRelation],
     attention_mask: Optional[paddle.Tensor],
     relation_heads: int,
 ) -> List[paddle.Tensor]:
-    """The Q-Q, K-K and V-V losses against ``teacher_relations``' distributions."""
+    """The Q-Q, K-K and V-V losses against ``teacher_relations``' output."""
     with paddle.amp.auto_cast(enable=False):
         bias = _key_bias(attention_mask)
         if attention_mask is None:  # every query row counts
@@ -78,15 +134,9 @@ def relation_losses_to(
             query_weight = 1.0 / (relation_heads * batch * seq)
         else:
             mask = attention_mask.astype("float32")  # [batch, seq]
-            query_weight = mask.unsqueeze(1) / (relation_heads * mask.sum())  # [batch, 1, seq]
-        losses = []
-        for s, p_t in zip(student_qkv, teacher_distributions):
-            log_p_s = F.log_softmax(_relation_scores(s, relation_heads, bias), axis=-1)
-            # KL(t || s) per query row, one fused kernel (p_t * (log p_t - log p_s), 0 where p_t == 0);
-            # masked keys have p_t == 0 exactly, so they add nothing
-            kl_rows = F.kl_div(log_p_s, p_t, reduction="none").sum(axis=-1)  # [batch, R, seq]
-            losses.append((kl_rows * query_weight).sum())
-    return losses
+            query_weight = (mask / (relation_heads * mask.sum())).unsqueeze(1)  # [batch, 1, seq]
+        return [_RelationKL.apply(_relation_scores(s, relation_heads, bias), t.distribution, t.plogp, query_weight)
+                for s, t in zip(student_qkv, teacher)]
 
 
 def relation_losses(

@@ -43,15 +43,15 @@ class StudentsQKV(nn.Layer):
 def distill_losses(teacher, students: nn.Layer, relation_heads: Dict[str, int],
                    input_ids: paddle.Tensor) -> Dict[str, paddle.Tensor]:
     """Every student's relation losses on one batch of packed sequences (no padding: the loss
-    skips key masking). ``teacher`` is a ``TeacherEngine``: its relation distributions come once
+    skips key masking). ``teacher`` is a ``TeacherEngine``: its relations come once
     per relation-head count, whichever students use it."""
     mask = paddle.ones(input_ids.shape, dtype="int64")
-    teacher_qkv, distributions = teacher.outputs(input_ids, mask, relation_heads.values())
+    teacher_qkv, relations = teacher.outputs(input_ids, mask, relation_heads.values())
     losses = {}
     for name, student_qkv in students(input_ids, mask).items():
         heads = relation_heads[name]
         check_shapes(student_qkv, teacher_qkv, heads)
-        for relation, value in zip(RELATIONS, relation_losses_to(student_qkv, distributions[heads], None, heads)):
+        for relation, value in zip(RELATIONS, relation_losses_to(student_qkv, relations[heads], None, heads)):
             losses[loss_name(name, relation)] = value
     return losses
 

@@ -47,9 +47,9 @@ def tolerance(precision: str) -> float:
 @dataclass
 class TeacherEngine:
     """The teacher's side of a step, no gradients: ``engine(ids, mask) -> (q, k, v)``, and
-    ``outputs(ids, mask, relation_heads)`` -> ``((q, k, v), {R: its Q-Q, K-K, V-V relation
-    distributions})`` (what the loss needs of the teacher; the relations of the heads in
-    ``graph_heads`` come out of the compiled graph, the others are computed eagerly in float32).
+    ``outputs(ids, mask, relation_heads)`` -> ``((q, k, v), {R: its Q-Q, K-K, V-V
+    ``TeacherRelation``s})`` (what the loss needs of the teacher; the distributions of the heads
+    in ``graph_heads`` come out of the compiled graph, the rest is computed eagerly in float32).
     ``describe()`` for the banner."""
 
     name: str
@@ -64,7 +64,7 @@ class TeacherEngine:
         return tuple(self.forward(input_ids, attention_mask)[:3])
 
     def outputs(self, input_ids: paddle.Tensor, attention_mask: paddle.Tensor, relation_heads):
-        from ernie_tiny.distill.loss import teacher_relations
+        from ernie_tiny.distill.loss import teacher_relations, with_plogp
 
         out = self.forward(input_ids, attention_mask)
         qkv = tuple(out[:3])
@@ -72,7 +72,7 @@ class TeacherEngine:
         for heads in sorted(set(relation_heads)):
             if heads in self.graph_heads:
                 i = 3 + 3 * self.graph_heads.index(heads)
-                relations[heads] = list(out[i:i + 3])
+                relations[heads] = with_plogp(out[i:i + 3])
             else:
                 relations[heads] = teacher_relations(qkv, attention_mask, heads)
         return qkv, relations
@@ -160,12 +160,12 @@ class _IdsOnly(paddle.nn.Layer):
 def qkv_and_relations(extractor, input_ids, attention_mask, relation_heads: Tuple[int, ...]) -> list:
     """The compiled graph's outputs, in its order: Q, K, V, then for each relation-head count
     the three relation distributions of the loss (also the eager reference of the check)."""
-    from ernie_tiny.distill.loss import teacher_relations
+    from ernie_tiny.distill.loss import teacher_distributions
 
     qkv = extractor(input_ids, attention_mask)
     out = list(qkv)
     for heads in relation_heads:
-        out += teacher_relations(qkv, attention_mask, heads)
+        out += teacher_distributions(qkv, attention_mask, heads)
     return out
 
 
