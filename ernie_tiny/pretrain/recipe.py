@@ -90,11 +90,12 @@ def hidden_state_spread(encoder, ids: np.ndarray) -> float:
 
 
 def run(config: PretrainConfig) -> Path:
-    rt, output_dir = runtime.start_stage(config)
+    rt, _ = runtime.start_stage(config)
 
     tokenizer = prepare_tokenizer(config, rt)
     corpus = prepare_corpus(config, rt, tokenizer)
     model = build_model(config, tokenizer)
+    output_dir = runtime.open_output_dir(config, rt)  # the inputs are good: only now is anything written
     body = MaskedLMBody(model)
     masker = Masker.for_tokenizer(tokenizer, config.Mlm)
     train = config.Train
