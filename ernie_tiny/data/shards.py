@@ -255,8 +255,8 @@ class PackedSequences:
         counts = [len(s) // self.body for s in self.streams]
         self.offsets = np.cumsum([0] + counts)
         if self.offsets[-1] == 0:
-            raise CorpusError(f"the corpus (Data.sources, tokenized in {shard_dir}) is shorter than one sequence of "
-                              f"{seq_len} tokens: add text or lower Data.seq_len")
+            raise CorpusError(f"the corpus (tokenized in {shard_dir}) is shorter than one sequence of {seq_len} "
+                              f"tokens: add text or lower Data.seq_len")
         self.tokens = int(sum(len(s) for s in self.streams))
 
     def __len__(self) -> int:

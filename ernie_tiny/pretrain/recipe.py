@@ -67,9 +67,6 @@ def build_model(config: PretrainConfig, tokenizer) -> ErnieForMaskedLM:
     if model.config.vocab_size < len(tokenizer):
         problems.append(("Model.vocab_size", f"{model.config.vocab_size} is smaller than the tokenizer's "
                                              f"vocabulary ({len(tokenizer)} tokens)"))
-    if model.config.max_position_embeddings < config.Data.seq_len:
-        problems.append(("Data.seq_len", f"{config.Data.seq_len} is longer than the model's "
-                                         f"{model.config.max_position_embeddings} positions"))
     if problems:
         raise ConfigError("\n".join(f"{key}: {message}" for key, message in problems))
     return model
