@@ -138,3 +138,15 @@ def tokenizer_vocab_size(path) -> Optional[int]:
         return None
     with open(vocab, "rb") as f:
         return sum(1 for _ in f)
+
+
+def check_pretrained_dir(path) -> Dict:
+    """A model directory that is also its own tokenizer (what stage 1 and evaluation load): the
+    model, the tokenizer, and embeddings for every token of the vocabulary. Returns config.json."""
+    config = check_model_dir(path)
+    check_tokenizer_dir(path)
+    vocab, embeddings = tokenizer_vocab_size(path), config.get("vocab_size")
+    if vocab is not None and embeddings is not None and embeddings < vocab:
+        raise ModelFilesError(f"{path}: config.json has vocab_size {embeddings}, fewer than the {vocab} tokens "
+                              f"of its vocab.txt: the tokenizer is not this model's")
+    return config

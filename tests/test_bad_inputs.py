@@ -6,6 +6,7 @@ directory left as it was. Two cases run the real tools/*.py in a subprocess, whe
 and the absence of a traceback are what a user sees. Then the accepted forms (a byte-order mark,
 CRLF line endings) for every kind of text a run reads."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from config_files import write_model_dir
-from ernie_tiny.cli import STAGES, Stage, distill_main, evaluate_main, pretrain_main, run_stage
+from ernie_tiny.cli import (STAGES, Stage, distill_main, evaluate_main, pretrain_main, run_stage,
+                            train_teacher_main)
 from ernie_tiny.config import load_config
 from ernie_tiny.data.corpus import iter_documents
 from ernie_tiny.distill.schema import DistillConfig
@@ -119,10 +121,11 @@ def pretrain_positions_case(tmp_path):
     return pretrain_main, args, ["Data.seq_len", "Model.max_position_embeddings 16"]
 
 
-def evaluate_args(tmp_path: Path, model: Path, task: str = "eprstmt") -> list:
-    tasks = json.dumps([{"card": task, **TINY_TASK}])
-    return ["-c", str(DEMO / "evaluate.yaml"), "-o", f"Model.path={model}", "-o", f"Global.output_dir={tmp_path / 'out'}",
-            "-o", f"Data.dir={tmp_path / 'clue'}", "-o", f"Tasks={tasks}", "-o", "Grid.max_steps=1"]
+def evaluate_args(tmp_path: Path, model: Path) -> list:
+    tasks = json.dumps([{"card": "eprstmt", **TINY_TASK}])
+    return ["-c", str(DEMO / "evaluate.yaml"),
+            *with_o(f"Model.path={model}", f"Global.output_dir={tmp_path / 'out'}", f"Data.dir={tmp_path / 'clue'}",
+                    f"Tasks={tasks}", "Grid.max_steps=1")]
 
 
 def clue_case(train: bytes, *expect: str):
@@ -157,8 +160,9 @@ CASES = {
     "pretrain_seq_len_over_positions": pretrain_positions_case,
     # the config file and flags
     "config_is_a_directory": config_file_case(lambda tmp: tmp, "{path}: is a directory"),
-    "config_not_utf8": config_file_case(lambda tmp: write_corpus(tmp / "c.yaml", "Global:\n  seed: 1  # 种子\n".encode("gbk")),
-                                        "{path}:2: not UTF-8", "iconv -f GBK -t UTF-8"),
+    "config_not_utf8": config_file_case(
+        lambda tmp: write_corpus(tmp / "c.yaml", "Global:\n  seed: 1  # 种子\n".encode("gbk")),
+        "{path}:2: not UTF-8", "iconv -f GBK -t UTF-8"),
     "unknown_section_from_override": unknown_section_case,
     "output_dir_is_a_file": output_file_case,
     # the corpus (read while the tokenizer and shards are built)
@@ -174,8 +178,25 @@ CASES = {
                                                "Train.batch_size",
                                                extra=("-o", "Tokenizer.min_freq=1")),
 }
-MODEL_CASES = {  # evaluation cases on a real tiny student
+def evaluate_truncated_model_case(tmp_path, model):
+    copy = Path(shutil.copytree(model, tmp_path / "student"))
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # a copy cut short
+    return evaluate_main, evaluate_args(tmp_path, copy), ["Model.path", str(weights), "truncated"]
+
+
+def mtl_small_task_case(tmp_path, model):
+    tasks = json.dumps([{"card": "pd_entity_type", "max_train_examples": 3, "max_dev_examples": 4, "max_length": 32}])
+    return train_teacher_main, ["-c", str(DEMO / "teacher_mtl.yaml"), "-o", f"Model.name_or_path={model}",
+                                "-o", f"Global.output_dir={tmp_path / 'out'}", "-o", f"Tasks={tasks}",
+                                "-o", "Train.batch_size=4"], \
+        ["Tasks.0 (pd_entity_type): 3 train examples, fewer than one batch", "Train.batch_size"]
+
+
+MODEL_CASES = {  # cases on a real tiny student (evaluated, or finetuned as a teacher)
+    "mtl_task_smaller_than_a_batch": mtl_small_task_case,
     "evaluate_model_dir_without_config": evaluate_model_case,
+    "evaluate_model_truncated_safetensors": evaluate_truncated_model_case,
     "clue_train_empty": clue_case(b"", "{path}: no rows"),
     "clue_train_gbk": clue_case('{"sentence": "很好", "label": "Positive"}\n'.encode("gbk"),
                                 "{path}:1: not UTF-8", "iconv -f GBK -t UTF-8"),
@@ -224,7 +245,8 @@ def test_the_tool_prints_one_message_and_no_traceback(tmp_path, tool, make_args,
 
 def test_an_unexpected_failure_keeps_its_traceback(monkeypatch, tmp_path):
     """Only InputError is turned into a message: a bug still raises."""
-    monkeypatch.setitem(STAGES, "broken", Stage("a stage whose run is not a function", "ernie_tiny.distill.schema:DistillConfig",
+    monkeypatch.setitem(STAGES, "broken", Stage("a stage whose run is not a function",
+                                                "ernie_tiny.distill.schema:DistillConfig",
                                                 "ernie_tiny.distill.schema:BUILTIN_SOURCES", resume_flag=False))
     with pytest.raises(TypeError):
         run_stage("broken", ["-c", str(DEMO / "distill.yaml"), "-o", f"Global.output_dir={tmp_path / 'out'}"])

@@ -33,8 +33,7 @@ class EvalModelSection(Section):
     def check(self):
         if model_files.is_local(self.path) and not is_planned(self.path):
             try:
-                model_files.check_model_dir(self.path)
-                model_files.check_tokenizer_dir(self.path)
+                model_files.check_pretrained_dir(self.path)
             except model_files.ModelFilesError as err:
                 yield "path", (f"{self.path!r} is not a model directory: {err}; make one with "
                                f"tools/distill.py, or give a PaddleNLP model name")

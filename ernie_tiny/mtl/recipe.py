@@ -32,7 +32,7 @@ from ernie_tiny.prefetch import Prefetcher
 from ernie_tiny.tasks.card import TaskCard
 from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode
 from ernie_tiny.tasks.metrics import score
-from ernie_tiny.tasks.readers import read_split, require_rows
+from ernie_tiny.tasks.readers import TaskDataError, read_split, require_rows
 from ernie_tiny.tokenization import load_tokenizer
 from ernie_tiny.training import Trainer, read_scalars
 
@@ -106,6 +106,11 @@ def run(config: TeacherMTLConfig) -> Path:
     tokenizer = load_tokenizer(config.Model.name_or_path)
     pad = tokenizer.pad_token_id
     tasks = load_tasks(config, tokenizer)
+    for i, t in enumerate(tasks):
+        if len(t.train) < config.Train.batch_size * rt.world_size:
+            raise TaskDataError(f"Tasks.{i} ({t.name}): {len(t.train)} train examples, fewer than one batch "
+                                f"(Train.batch_size {config.Train.batch_size} x {rt.world_size} processes): lower "
+                                f"Train.batch_size or give the task more examples")
     by_name = {t.name: t for t in tasks}
     baselines = {t.name: majority_baseline(t) for t in tasks}
     model = MultiTaskModel(ErnieModel.from_pretrained(config.Model.name_or_path),

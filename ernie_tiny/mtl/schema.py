@@ -67,7 +67,7 @@ class TeacherMTLConfig(Section):
         elif self.Model.is_directory() and not is_planned(self.Model.name_or_path) \
                 and os.path.isdir(self.Model.name_or_path):
             try:
-                model_files.check_tokenizer_dir(self.Model.name_or_path)  # the tokenizer is read from there too
+                model_files.check_pretrained_dir(self.Model.name_or_path)  # the tokenizer is read from there too
             except model_files.ModelFilesError as err:
                 yield "Model.name_or_path", str(err)
         problems, loaded = load_task_cards(self.Tasks)
