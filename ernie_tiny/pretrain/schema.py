@@ -21,6 +21,7 @@ class PretrainTokenizer(TokenizerSection):
     source: str = Field("corpus", description="'corpus' (characters of the corpus), a PaddleNLP name or a directory")
 
     def check(self):
+        yield from super().check()
         if self.source == "teacher":
             yield "source", ("'teacher' means nothing when pretraining: use 'corpus', a PaddleNLP name or a "
                              "directory (to continue pretraining a model, its own directory)")
