@@ -1,6 +1,11 @@
 """Command-line entry points. ``tools/*.py`` and the console scripts call these; each one
 reads its config (without importing Paddle), sets the thread count, then imports and runs
-the stage, so a config error costs no Paddle import."""
+the stage, so a config error costs no Paddle import.
+
+Every expected failure (a bad config, model or tokenizer directory, corpus, task file or flag)
+is an ``ernie_tiny.errors.InputError``: ``run_stage`` prints its message (which names the file,
+line or key) under a one-line heading, without a traceback, and returns 2. Anything else is a
+bug or an environment failure and keeps its traceback."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +14,8 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
-from ernie_tiny.config import ConfigError, load_config
+from ernie_tiny.config import load_config
+from ernie_tiny.errors import INPUT_ERROR_EXIT, InputError
 from ernie_tiny.runtime import configure_threads
 
 
@@ -76,14 +82,15 @@ def parse_stage_args(stage: Stage, argv=None) -> Tuple[str, List[str]]:
 
 
 def stage_config(stage: Stage, argv=None):
-    """The validated config a command line gives (ConfigError if it is not valid); nothing runs."""
+    """The validated config a command line gives (``ConfigError`` if it is not valid); nothing runs."""
     config_file, overrides = parse_stage_args(stage, argv)
     return load_config(load_object(stage.schema), config_file, overrides)
 
 
 def run_stage(name: str, argv=None) -> int:
     """Parse the command line of stage ``name`` (see ``parse_stage_args``), validate the config
-    against its schema, then run it; a config error is printed and gives exit code 2."""
+    against its schema, then run it; bad input (an ``InputError``) is printed without a
+    traceback and gives exit code 2."""
     stage = STAGES[name]
     config_file, overrides = parse_stage_args(stage, argv)
     try:
@@ -91,9 +98,9 @@ def run_stage(name: str, argv=None) -> int:
         configure_threads(config.Global.num_threads)
         run = load_object(stage.run)
         run(config, config_file) if stage.pass_origin else run(config)
-    except ConfigError as err:
-        print(f"config error:\n{err}", file=sys.stderr)
-        return 2
+    except InputError as err:
+        print(f"{err.what}:\n{err}", file=sys.stderr)
+        return INPUT_ERROR_EXIT
     return 0
 
 

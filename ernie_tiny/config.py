@@ -21,6 +21,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 import pydantic
 import yaml
 
+from ernie_tiny.errors import InputError
+from ernie_tiny.files import write_text_atomically
+from ernie_tiny.text_files import read_text
+
 T = TypeVar("T", bound=pydantic.BaseModel)
 
 
@@ -73,8 +77,10 @@ def planned_model_sizes(path: str) -> Dict[str, int]:
     return dict(_PLAN.get().sizes.get(os.path.abspath(path), {}))
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config problem; the message names the file, line and key."""
+
+    what = "config error"
 
 
 class Section(pydantic.BaseModel):
@@ -148,10 +154,11 @@ def load_config(
 ) -> T:
     """Read ``path``, apply ``-o`` overrides and validate against ``schema``."""
     path = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: config file not found")
+    if os.path.isdir(path):
+        raise ConfigError(f"{path}: is a directory; -c takes a YAML config file")
+    text = read_text(path, ConfigError)
     data, lines = _compose_with_lines(text, path)
     if data is None:
         data = {}
@@ -178,6 +185,9 @@ def validate_config(
     def where(dotted: str) -> str:
         for key, item in overridden.items():
             if dotted == key or dotted.startswith(key + "."):
+                return f"-o {item}"
+        for key, item in overridden.items():  # a section only an override brought in (-o Trainer.x=1)
+            if key.startswith(dotted + ".") and dotted not in lines:
                 return f"-o {item}"
         parts = dotted.split(".")
         while parts:  # the nearest key that has a line
@@ -223,8 +233,6 @@ def _collect_problems(config: pydantic.BaseModel, prefix: str = ""):
 
 
 def dump_config(config: pydantic.BaseModel, path: str | Path) -> None:
-    """Write the resolved config as YAML (what the output directory was made with)."""
-    Path(path).write_text(
-        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
-        encoding="utf-8",
-    )
+    """Write the resolved config as YAML (what the output directory was made with), atomically."""
+    write_text_atomically(Path(path), yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False,
+                                                     allow_unicode=True))

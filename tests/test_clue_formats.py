@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from config_files import write_model_dir
 from ernie_tiny.config import ConfigError, validate_config
 from ernie_tiny.evaluation.schema import EvaluateConfig, TaskEntry
 from ernie_tiny.tasks.card import load_card
@@ -126,11 +127,8 @@ def config_data(clue_dir: Path, model_dir: Path, tasks=tuple(OFFICIAL)) -> dict:
 
 @pytest.fixture
 def model_dir(tmp_path) -> Path:
-    """Only config.json matters to the config check."""
-    path = tmp_path / "student"
-    path.mkdir()
-    (path / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
-    return path
+    """A stand-in model directory: the config check reads its files, nothing loads it."""
+    return write_model_dir(tmp_path / "student", num_hidden_layers=2, hidden_size=24, max_position_embeddings=512)
 
 
 def test_the_cards_read_the_official_file_names():

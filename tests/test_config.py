@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from config_files import write_model_dir
 from ernie_tiny.config import ConfigError, dump_config, load_config, parse_override
 from ernie_tiny.distill.schema import DistillConfig
 
@@ -174,9 +175,7 @@ def test_relation_heads_dividing_both_sizes_is_fine(tmp_path):
 
 
 def test_teacher_sizes_are_read_from_a_local_teacher_directory(tmp_path):
-    teacher = tmp_path / "teacher"
-    teacher.mkdir()
-    (teacher / "config.json").write_text(json.dumps({"num_hidden_layers": 3, "hidden_size": 1024}))
+    teacher = write_model_dir(tmp_path / "teacher", num_hidden_layers=3, hidden_size=1024)
     text = BASE.replace("Teacher:\n", f"Teacher:\n  name_or_path: {teacher}\n").replace("source: corpus", "source: teacher")
     path = write(tmp_path, text)
     message = error_of(path)
@@ -359,8 +358,7 @@ def test_shipped_ernie_tiny_config_validates(tmp_path, monkeypatch, name):
             (Path(source) / "a.txt").write_text("一个文档\n", encoding="utf-8")
     teacher = data.get("Teacher", {}).get("name_or_path")
     if teacher and not teacher.startswith("ernie"):
-        Path(teacher).mkdir(parents=True)
-        (Path(teacher) / "config.json").write_text(json.dumps({"num_hidden_layers": 20, "hidden_size": 1024}))
+        write_model_dir(Path(teacher), num_hidden_layers=20, hidden_size=1024)
     config = load_config(DistillConfig, path)
     for student_name, spec in config.student_specs():
         assert spec.hidden_size % config.distill_of(student_name)[1] == 0

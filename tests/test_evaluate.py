@@ -17,6 +17,7 @@ from ernie_tiny.evaluation.report import markdown, summarize, write_report
 from ernie_tiny.evaluation.runner import ResultsLog, point_key
 from ernie_tiny.evaluation.schema import EvaluateConfig, GridSection, TaskEntry
 from ernie_tiny.tasks.card import load_card
+from ernie_tiny.tasks.readers import TaskDataError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,10 +161,10 @@ def test_a_bad_line_in_a_later_task_stops_the_run_before_the_first_point(tmp_pat
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     dev = tmp_path / "data" / "eprstmt" / "dev_few_all.json"
     dev.write_text(dev.read_text(encoding="utf-8") + '{"id": 9, "sentence": "cut\n', encoding="utf-8")
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(TaskDataError) as info:
         run_evaluate(path)
-    assert str(info.value).startswith(f"data error:\n{dev}:{len(EPRSTMT_DEV) + 1}: not a JSON line")
-    assert not (tmp_path / "out" / "grid_points.jsonl").exists()  # no point ran
+    assert str(info.value).startswith(f"{dev}:{len(EPRSTMT_DEV) + 1}: not a JSON line")
+    assert not (tmp_path / "out").exists()  # no point ran, nothing was written
 
 
 def test_recorded_score_is_the_metric_of_the_models_predictions(tiny_model, tmp_path):

@@ -156,13 +156,15 @@ from ernie_tiny.config import load_config
 from ernie_tiny.distill.schema import DistillConfig
 
 output_dir = sys.argv[2].replace("RANK", os.environ["PADDLE_TRAINER_ID"])
-runtime.start_stage(load_config(DistillConfig, sys.argv[1], ["Global.output_dir=" + output_dir]))
+config = load_config(DistillConfig, sys.argv[1], ["Global.output_dir=" + output_dir])
+rt, _ = runtime.start_stage(config)
+runtime.open_output_dir(config, rt)
 print("start-up passed", flush=True)
 """
 
 
 def start_two_ranks(tmp_path: Path, output_dir: str) -> tuple:
-    """``runtime.start_stage`` on 2 CPU ranks under ``paddle.distributed.launch``, each with
+    """``runtime.start_stage`` and ``open_output_dir`` on 2 CPU ranks under ``paddle.distributed.launch``, each with
     ``output_dir`` (``RANK`` replaced by its rank): (exit code, every rank's log)."""
     from test_distill_recipe import write_config
 

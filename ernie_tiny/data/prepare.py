@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ernie_tiny import tokenization
-from ernie_tiny.data.corpus import fingerprint, iter_documents
+from ernie_tiny.data.corpus import CorpusError, fingerprint, iter_documents
 from ernie_tiny.data.filewait import build_or_wait
 from ernie_tiny.data.shards import PackedSequences, build_shards, find_complete
 
@@ -65,4 +65,14 @@ def prepare_corpus(config, rt, tokenizer) -> PackedSequences:
                   lambda: build_shards(_documents(config, "tokenize"), tokenizer, shard_dir, data.shard_tokens,
                                        workers=data.shard_workers, fast=data.shard_tokenizer == "fast"),
                   "token shards", rt.rank, rt.is_main)
-    return PackedSequences(shard_dir, data.seq_len)
+    sources = ", ".join(data.sources)
+    try:
+        corpus = PackedSequences(shard_dir, data.seq_len)
+    except CorpusError as err:
+        raise CorpusError(f"{sources} (Data.sources): {err}") from None
+    batch, world = config.Train.batch_size, rt.world_size
+    if len(corpus) < batch * world:
+        raise CorpusError(f"{sources} (Data.sources): {len(corpus)} sequences of {data.seq_len} tokens, fewer than "
+                          f"one batch (Train.batch_size {batch} x {world} processes): add text, or lower "
+                          f"Train.batch_size or Data.seq_len")
+    return corpus

@@ -27,6 +27,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ernie_tiny.data import fast_tokenizer
+from ernie_tiny.data.corpus import CorpusError
 
 INDEX = "index.json"
 CHUNK_DOCUMENTS = 512  # documents per task sent to a worker
@@ -221,7 +222,7 @@ def build_shards(
                 pool.join()
             writer.close()
         if not writer.shards:
-            raise ValueError("the corpus has no document with any token")
+            raise CorpusError("the corpus has no document with any token (Data.sources)")
         if reference is not None:
             record = dict(record, checked_documents=checked_docs, checked_characters=checked_chars)
         index = {"dtype": np.dtype(dtype).name, "documents": docs, "vocab_size": vocab_size,
@@ -254,7 +255,8 @@ class PackedSequences:
         counts = [len(s) // self.body for s in self.streams]
         self.offsets = np.cumsum([0] + counts)
         if self.offsets[-1] == 0:
-            raise ValueError(f"{shard_dir}: the corpus is shorter than one sequence of {seq_len} tokens")
+            raise CorpusError(f"the corpus (tokenized in {shard_dir}) is shorter than one sequence of {seq_len} "
+                              f"tokens: add text or lower Data.seq_len")
         self.tokens = int(sum(len(s) for s in self.streams))
 
     def __len__(self) -> int:

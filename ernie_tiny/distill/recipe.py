@@ -92,11 +92,12 @@ def build_teacher(config: DistillConfig, rt, output_dir: Path, teacher, check_id
 
 
 def run(config: DistillConfig) -> Path:
-    rt, output_dir = runtime.start_stage(config)
+    rt, _ = runtime.start_stage(config)
 
     tokenizer = prepare_tokenizer(config, rt)
     corpus = prepare_corpus(config, rt, tokenizer)
     teacher, students = build_models(config, tokenizer)
+    output_dir = runtime.open_output_dir(config, rt)  # the inputs are good: only now is anything written
     trained, model, relation_heads, groups = build_students(config, students)
     train = config.Train
     sampler = ResumableBatchSampler(len(corpus), train.batch_size, rt.rank, rt.world_size, config.Global.seed)

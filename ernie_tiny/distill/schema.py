@@ -5,14 +5,16 @@ key, and ``check()`` methods catch impossible combinations before any work start
 """
 from __future__ import annotations
 
+import os
 import re
 from typing import List, Literal, Optional
 
 from pydantic import Field
 
-from ernie_tiny.config import Section
+from ernie_tiny import model_files
+from ernie_tiny.config import Section, is_planned
 from ernie_tiny.schema import (BUILTIN_SOURCES, DataSection, GlobalSection, ModelSection, OptimizerSection,  # noqa: F401
-                               TokenizerSection, TrainSection)
+                               TokenizerSection, TrainSection, check_model_fits)
 
 
 class DistillSection(Section):
@@ -68,6 +70,31 @@ class DistillConfig(Section):
                 yield f"Students.{i}.name", f"{entry.name!r} is already Students.{seen[entry.name]}"
             seen.setdefault(entry.name, i)
         yield from check_layers_and_heads(self, self.Teacher.sizes(), [s.sizes() for _, s in self.student_specs()])
+        yield from self.check_models_fit()
+
+    def tokenizer_vocab_size(self):
+        """The tokenizer's size when its directory is known before loading (else None)."""
+        teacher = self.Teacher.name_or_path
+        if self.Tokenizer.source == "teacher" and self.Teacher.is_directory() and not is_planned(teacher):
+            return model_files.tokenizer_vocab_size(teacher)
+        return self.Tokenizer.directory_vocab_size()
+
+    def check_models_fit(self):
+        """Every model has positions for ``Data.seq_len`` and embeddings for the tokenizer's tokens;
+        a teacher directory that is the tokenizer has the tokenizer's files."""
+        teacher = self.Teacher.name_or_path
+        if self.Tokenizer.source == "teacher" and self.Teacher.is_directory() and not is_planned(teacher) \
+                and os.path.isdir(teacher):
+            try:
+                model_files.check_tokenizer_dir(teacher)
+            except model_files.ModelFilesError as err:
+                yield "Tokenizer.source", f"'teacher', but {err}"
+        vocab = self.tokenizer_vocab_size()
+        roles = [("Teacher", self.Teacher)] + [
+            (f"Students.{i}" if self.Students else "Student", spec) for i, (_, spec) in enumerate(self.student_specs())]
+        for role, spec in roles:
+            yield from check_model_fits(spec.sizes(), role, self.Data.seq_len, "Data.seq_len", vocab,
+                                        f"{role}.name_or_path" if spec.name_or_path else f"{role}.vocab_size")
 
     def student_specs(self):
         """[(name, ModelSection)]: ``Students`` entries, or the single ``Student`` named ''."""

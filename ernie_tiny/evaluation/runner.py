@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ernie_tiny.config import dump_config
+from ernie_tiny.errors import InputError
 from ernie_tiny.evaluation.grid import GridPoint, for_rank, task_points
 from ernie_tiny.evaluation.schema import EvaluateConfig, TaskEntry
 from ernie_tiny.finetune.schedule import FINETUNE_PROTOCOL
@@ -34,8 +35,10 @@ from ernie_tiny.finetune.schedule import FINETUNE_PROTOCOL
 RESULTS_PREFIX = "grid_points"
 
 
-class ResultsLogError(ValueError):
+class ResultsLogError(InputError):
     """A damaged line in a results file; the message names the file and line."""
+
+    what = "results file error"
 
 
 class ResultsLog:
@@ -119,11 +122,8 @@ class TaskData:
 
     def __init__(self, card, entry: TaskEntry, data_dir: str, tokenizer):
         from ernie_tiny.tasks.encode import encode
-        from ernie_tiny.tasks.readers import read_split
-
         started = time.time()
-        train = read_split(card, "train", data_dir or None, max_examples=entry.max_train_examples)
-        dev = read_split(card, "dev", data_dir or None, labels=train.labels, max_examples=entry.max_dev_examples)
+        train, dev = read_splits(card, entry, data_dir)
         self.labels = train.labels
         max_length = entry.max_length or card.max_length
         self.train = encode(train.examples, tokenizer, max_length, card.head)
@@ -212,11 +212,18 @@ def runnable_tasks(config: EvaluateConfig) -> List[tuple]:
 def check_data(pending: List[tuple], data_dir: str) -> None:
     """Read (and so validate) every split the pending tasks need before the first point runs:
     a bad line in the last task's files stops the run now, not hours in."""
-    from ernie_tiny.tasks.readers import read_split
-
     for entry, card in pending:
-        train = read_split(card, "train", data_dir or None, max_examples=entry.max_train_examples)
-        read_split(card, "dev", data_dir or None, labels=train.labels, max_examples=entry.max_dev_examples)
+        read_splits(card, entry, data_dir)
+
+
+def read_splits(card, entry: TaskEntry, data_dir: str) -> tuple:
+    """A task's (train, dev) splits as the run samples them, each with at least one row."""
+    from ernie_tiny.tasks.readers import read_split, require_rows
+
+    train = require_rows(read_split(card, "train", data_dir or None, max_examples=entry.max_train_examples))
+    dev = require_rows(read_split(card, "dev", data_dir or None, labels=train.labels,
+                                  max_examples=entry.max_dev_examples))
+    return train, dev
 
 
 def _wait_for(log: ResultsLog, keys: List[str], poll_seconds: float = 10.0) -> Dict[str, dict]:
@@ -235,16 +242,8 @@ def _wait_for(log: ResultsLog, keys: List[str], poll_seconds: float = 10.0) -> D
 
 
 def run(config: EvaluateConfig) -> Optional[List[Path]]:
-    """The stage; bad task data or a damaged results file stop it with the file and line."""
-    from ernie_tiny.tasks.readers import TaskDataError
-
-    try:
-        return _run(config)
-    except (TaskDataError, ResultsLogError) as err:
-        raise SystemExit(f"data error:\n{err}") from None
-
-
-def _run(config: EvaluateConfig) -> Optional[List[Path]]:
+    """The stage; bad task data or a damaged results file stop it (``InputError``) with the file
+    and line, before the output directory is touched when it is the data."""
     import paddle.distributed as dist
     from paddlenlp.transformers import AutoTokenizer
     from paddlenlp.utils.log import logger as paddlenlp_logger
@@ -257,9 +256,6 @@ def _run(config: EvaluateConfig) -> Optional[List[Path]]:
     device = runtime.select_device(config.Global.device)
     runtime.seed_everything(config.Global.seed)
     output_dir = Path(config.Global.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        dump_config(config, output_dir / "config.yaml")
     log = ResultsLog(output_dir, rank, world)
     done = log.load()
     tokenizer = AutoTokenizer.from_pretrained(config.Model.path)
@@ -278,8 +274,15 @@ def _run(config: EvaluateConfig) -> Optional[List[Path]]:
 
     pending = list({item[1].name: item[:2] for item in todo}.values())  # (entry, card) per task, in order
     check_data(pending[1:], config.Data.dir)  # the first is read right away
-
     data: Dict[str, TaskData] = {}
+    if pending:
+        entry, card = pending[0]
+        data[card.name] = TaskData(card, entry, config.Data.dir, tokenizer)
+    # every input is read: only now is the output directory made (a bad input leaves it as it was)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        dump_config(config, output_dir / "config.yaml")
+
     for number, (entry, card, point, key) in enumerate(todo, 1):
         if card.name not in data:
             data.clear()  # one task's data in memory at a time

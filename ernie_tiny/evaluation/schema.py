@@ -8,13 +8,13 @@ unknown card or missing data file stops the run before Paddle is imported, namin
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from pydantic import Field
 
+from ernie_tiny import model_files
 from ernie_tiny.config import Section, is_planned
 from ernie_tiny.schema import GlobalSection, TaskSampleEntry, load_task_cards
 
@@ -31,10 +31,12 @@ class EvalModelSection(Section):
         return self.name or Path(self.path.rstrip("/\\")).name or self.path
 
     def check(self):
-        looks_local = os.sep in self.path or self.path.startswith(".") or os.path.exists(self.path)
-        if looks_local and not is_planned(self.path) and not os.path.isfile(os.path.join(self.path, "config.json")):
-            yield "path", (f"{self.path!r} is not a model directory (no config.json); make one with "
-                           f"tools/distill.py, or give a PaddleNLP model name")
+        if model_files.is_local(self.path) and not is_planned(self.path):
+            try:
+                model_files.check_pretrained_dir(self.path)
+            except model_files.ModelFilesError as err:
+                yield "path", (f"{self.path!r} is not a model directory: {err}; make one with "
+                               f"tools/distill.py, or give a PaddleNLP model name")
 
 
 class EvalDataSection(Section):
@@ -138,9 +140,8 @@ class EvaluateConfig(Section):
 def _max_positions(model_path: str) -> int:
     """The model's position limit, from a local directory's config.json (0 when unknown)."""
     try:
-        with open(os.path.join(model_path, "config.json"), encoding="utf-8") as f:
-            return int(json.load(f).get("max_position_embeddings", 0))
-    except (OSError, ValueError):
+        return model_files.read_model_config(model_path).get("max_position_embeddings", 0)
+    except model_files.ModelFilesError:
         return 0
 
 

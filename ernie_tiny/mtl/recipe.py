@@ -32,7 +32,7 @@ from ernie_tiny.prefetch import Prefetcher
 from ernie_tiny.tasks.card import TaskCard
 from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode
 from ernie_tiny.tasks.metrics import score
-from ernie_tiny.tasks.readers import read_split
+from ernie_tiny.tasks.readers import TaskDataError, read_split, require_rows
 from ernie_tiny.tokenization import load_tokenizer
 from ernie_tiny.training import Trainer, read_scalars
 
@@ -55,8 +55,8 @@ def load_tasks(config: TeacherMTLConfig, tokenizer) -> List[TaskData]:
     tasks = []
     data_dir = config.Data.dir or None
     for entry, card in zip(config.Tasks, config.cards()):
-        train = read_split(card, "train", data_dir, max_examples=entry.max_train_examples)
-        dev = read_split(card, "dev", data_dir, labels=train.labels, max_examples=entry.max_dev_examples)
+        train = require_rows(read_split(card, "train", data_dir, max_examples=entry.max_train_examples))
+        dev = require_rows(read_split(card, "dev", data_dir, labels=train.labels, max_examples=entry.max_dev_examples))
         length = entry.length(card)
         tasks.append(TaskData(card, entry, train.labels, encode(train.examples, tokenizer, length, card.head),
                               encode(dev.examples, tokenizer, length, card.head)))
@@ -101,11 +101,16 @@ def save_best(output_dir: Path, model: MultiTaskModel, tokenizer, config: Teache
 
 def run(config: TeacherMTLConfig) -> Path:
     from paddlenlp.transformers import ErnieModel
-    rt, output_dir = runtime.start_stage(config)
+    rt, _ = runtime.start_stage(config)
 
     tokenizer = load_tokenizer(config.Model.name_or_path)
     pad = tokenizer.pad_token_id
     tasks = load_tasks(config, tokenizer)
+    for i, t in enumerate(tasks):
+        if len(t.train) < config.Train.batch_size * rt.world_size:
+            raise TaskDataError(f"Tasks.{i} ({t.name}): {len(t.train)} train examples, fewer than one batch "
+                                f"(Train.batch_size {config.Train.batch_size} x {rt.world_size} processes): lower "
+                                f"Train.batch_size or give the task more examples")
     by_name = {t.name: t for t in tasks}
     baselines = {t.name: majority_baseline(t) for t in tasks}
     model = MultiTaskModel(ErnieModel.from_pretrained(config.Model.name_or_path),
@@ -117,6 +122,7 @@ def run(config: TeacherMTLConfig) -> Path:
     samplers = {t.name: ResumableBatchSampler(len(t.train), train.batch_size, rt.rank, rt.world_size,
                                               config.Global.seed + i) for i, t in enumerate(tasks)}
     data = MultiTaskBatches(schedule, samplers)
+    output_dir = runtime.open_output_dir(config, rt)  # the inputs are good: only now is anything written
     mean_tokens = sum(p * np.mean([len(f.input_ids) for f in t.train]) for p, t in zip(schedule.probabilities, tasks))
 
     def prepare_batch():

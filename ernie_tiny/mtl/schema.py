@@ -13,7 +13,8 @@ from typing import List, Literal
 
 from pydantic import Field
 
-from ernie_tiny.config import Section
+from ernie_tiny import model_files
+from ernie_tiny.config import Section, is_planned
 from ernie_tiny.schema import (GlobalSection, ModelSection, OptimizerSection, TaskSampleEntry, TrainSection,
                                load_task_cards)
 from ernie_tiny.tasks.card import TaskCard, load_card
@@ -63,8 +64,19 @@ class TeacherMTLConfig(Section):
         if not self.Model.name_or_path:
             yield "Model.name_or_path", ("required: the encoder to finetune, a PaddleNLP name "
                                          "(ernie-3.0-xbase-zh) or a save_pretrained directory with its tokenizer")
-        problems, _ = load_task_cards(self.Tasks)
+        elif self.Model.is_directory() and not is_planned(self.Model.name_or_path) \
+                and os.path.isdir(self.Model.name_or_path):
+            try:
+                model_files.check_pretrained_dir(self.Model.name_or_path)  # the tokenizer is read from there too
+            except model_files.ModelFilesError as err:
+                yield "Model.name_or_path", str(err)
+        problems, loaded = load_task_cards(self.Tasks)
         yield from problems
+        positions = self.Model.sizes().get("max_position_embeddings")
+        for i, entry, card in loaded:
+            if positions and entry.length(card) > positions:
+                yield f"Tasks.{i}.max_length", (f"{card.name}: {entry.length(card)} tokens is more than the model's "
+                                                f"{positions} positions; set Tasks.{i}.max_length")
 
     def cards(self) -> List[TaskCard]:
         return [load_card(entry.card) for entry in self.Tasks]

@@ -67,9 +67,6 @@ def build_model(config: PretrainConfig, tokenizer) -> ErnieForMaskedLM:
     if model.config.vocab_size < len(tokenizer):
         problems.append(("Model.vocab_size", f"{model.config.vocab_size} is smaller than the tokenizer's "
                                              f"vocabulary ({len(tokenizer)} tokens)"))
-    if model.config.max_position_embeddings < config.Data.seq_len:
-        problems.append(("Data.seq_len", f"{config.Data.seq_len} is longer than the model's "
-                                         f"{model.config.max_position_embeddings} positions"))
     if problems:
         raise ConfigError("\n".join(f"{key}: {message}" for key, message in problems))
     return model
@@ -90,11 +87,12 @@ def hidden_state_spread(encoder, ids: np.ndarray) -> float:
 
 
 def run(config: PretrainConfig) -> Path:
-    rt, output_dir = runtime.start_stage(config)
+    rt, _ = runtime.start_stage(config)
 
     tokenizer = prepare_tokenizer(config, rt)
     corpus = prepare_corpus(config, rt, tokenizer)
     model = build_model(config, tokenizer)
+    output_dir = runtime.open_output_dir(config, rt)  # the inputs are good: only now is anything written
     body = MaskedLMBody(model)
     masker = Masker.for_tokenizer(tokenizer, config.Mlm)
     train = config.Train

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ernie_tiny.config import Section
 from ernie_tiny.schema import (DataSection, GlobalSection, ModelSection, OptimizerSection, TokenizerSection,
-                               TrainSection)
+                               TrainSection, check_model_fits)
 
 
 class PretrainGlobal(GlobalSection):
@@ -21,6 +21,7 @@ class PretrainTokenizer(TokenizerSection):
     source: str = Field("corpus", description="'corpus' (characters of the corpus), a PaddleNLP name or a directory")
 
     def check(self):
+        yield from super().check()
         if self.source == "teacher":
             yield "source", ("'teacher' means nothing when pretraining: use 'corpus', a PaddleNLP name or a "
                              "directory (to continue pretraining a model, its own directory)")
@@ -52,9 +53,9 @@ class PretrainConfig(Section):
 
     def check(self):
         model = self.Model
-        if model.name_or_path is None and self.Data.seq_len > model.max_position_embeddings:
-            yield "Data.seq_len", (f"{self.Data.seq_len} is longer than Model.max_position_embeddings "
-                                   f"{model.max_position_embeddings}")
+        yield from check_model_fits(model.sizes(), "Model", self.Data.seq_len, "Data.seq_len",
+                                    self.Tokenizer.directory_vocab_size(),
+                                    "Model.name_or_path" if model.name_or_path else "Model.vocab_size")
         if model.name_or_path is not None and self.Tokenizer.source == "corpus":
             yield "Tokenizer.source", (
                 f"'corpus' builds a new vocabulary, but Model.name_or_path {model.name_or_path!r} has its own: "

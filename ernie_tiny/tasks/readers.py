@@ -17,11 +17,15 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from ernie_tiny.errors import InputError
 from ernie_tiny.tasks.card import TaskCard
+from ernie_tiny.text_files import iter_text_lines
 
 
-class TaskDataError(ValueError):
+class TaskDataError(InputError):
     """Bad task data; the message names the file, line and field."""
+
+    what = "data error"
 
 
 @dataclass
@@ -53,31 +57,41 @@ def get_field(record: dict, dotted: str, where: str):
 
 
 def _iter_local(path: Path, card: TaskCard) -> Iterator[Tuple[str, dict]]:
-    local = card.source.local
     if not path.is_file():
         raise TaskDataError(f"{path}: no such file (task {card.name}; {card.source.download or 'see its card'})")
-    with open(path, encoding="utf-8") as f:
-        if local.format == "jsonl":
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise TaskDataError(f"{path}:{number}: not a JSON line ({err.msg})") from None
-                if not isinstance(record, dict):
-                    raise TaskDataError(f"{path}:{number}: a JSON line must be an object")
-                yield f"{path}:{number}", record
-        elif local.format == "csv":
-            yield from _iter_csv(f, path, local.columns)
-        else:
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            for number, row in enumerate(reader, 1):
-                if local.header and number == 1:
-                    continue
-                if len(row) != len(local.columns):
-                    raise TaskDataError(f"{path}:{number}: {len(row)} columns, the card names {len(local.columns)}")
-                yield f"{path}:{number}", dict(zip(local.columns, row))
+    rows = 0
+    for where, record in _iter_local_rows(path, card):
+        rows += 1
+        yield where, record
+    if rows == 0:
+        raise TaskDataError(f"{path}: no rows (an empty file); task {card.name} needs its data there "
+                            f"({card.source.download or 'see its card'})")
+
+
+def _iter_local_rows(path: Path, card: TaskCard) -> Iterator[Tuple[str, dict]]:
+    local = card.source.local
+    lines = iter_text_lines(path, TaskDataError)  # UTF-8 (a BOM and CRLF are fine); other encodings stop naming the byte
+    if local.format == "jsonl":
+        for number, line in lines:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise TaskDataError(f"{path}:{number}: not a JSON line ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise TaskDataError(f"{path}:{number}: a JSON line must be an object")
+            yield f"{path}:{number}", record
+    elif local.format == "csv":
+        yield from _iter_csv((line for _, line in lines), path, local.columns)
+    else:
+        reader = csv.reader((line for _, line in lines), delimiter="\t", quoting=csv.QUOTE_NONE)
+        for number, row in enumerate(reader, 1):
+            if local.header and number == 1:
+                continue
+            if len(row) != len(local.columns):
+                raise TaskDataError(f"{path}:{number}: {len(row)} columns, the card names {len(local.columns)}")
+            yield f"{path}:{number}", dict(zip(local.columns, row))
 
 
 def _iter_csv(f, path: Path, columns: List[str]) -> Iterator[Tuple[str, dict]]:
@@ -272,3 +286,13 @@ def read_split(card: TaskCard, split: str, data_dir: Optional[str] = None,
         pair = _text(record, card.input.text_pair, card.input.join, where) if kind == "pair" else None
         examples.append(Example(text, pair, label_id(value, where), where))
     return TaskSplit(card, split, labels, examples, skipped, source)
+
+
+def require_rows(split: TaskSplit) -> TaskSplit:
+    """``split``, unless it has no example: then a ``TaskDataError`` naming its source (a stage
+    cannot train on, or score, an empty split)."""
+    if not split.examples:
+        skipped = f" (all {split.skipped} rows are labelled {split.card.label.skip})" if split.skipped else ""
+        raise TaskDataError(f"{split.source}: the {split.split} split of task {split.card.name} has no rows{skipped}; "
+                            f"add data or leave the task out of Tasks")
+    return split

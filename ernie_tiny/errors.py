@@ -1,0 +1,15 @@
+"""The one family of expected failures: bad input a user can fix (a config, a model or tokenizer
+directory, a corpus, task files, a flag). Every such error derives from ``InputError``; its
+message names the file (and line or key) and what to do. ``ernie_tiny.cli`` prints it in one
+line, without a traceback, and exits with status 2; any other exception keeps its traceback.
+
+No Paddle import: the config layer raises these before Paddle is loaded."""
+from __future__ import annotations
+
+INPUT_ERROR_EXIT = 2
+
+
+class InputError(ValueError):
+    """Bad input; the message names the file (line, key) and what to do."""
+
+    what = "input error"  # the heading the CLI prints above the message
