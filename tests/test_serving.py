@@ -139,7 +139,7 @@ def test_the_server_still_serves_after_bad_requests(served):
     assert reply.status_code == 200 and reply.json()["results"] == predictor.predict(["好"])
 
 
-def test_server_and_infer_refuse_gpu_flags_for_onnx_before_loading_anything(capsys):
+def test_server_and_infer_refuse_gpu_flags_for_onnx_and_bad_flags_before_loading_anything(capsys):
     import argparse
 
     from ernie_tiny.deploy.predictor import add_backend_arguments, backend_options
@@ -151,6 +151,12 @@ def test_server_and_infer_refuse_gpu_flags_for_onnx_before_loading_anything(caps
     server = load_server_module()
     assert server.main(["--model_dir", "no/such/dir", "--backend", "onnx", "--device", "gpu"]) == 2
     assert "--backend onnx runs on CPU in fp32" in capsys.readouterr().err
+    assert server.main(["--model_dir", "no/such/dir"]) == 2
+    assert capsys.readouterr().err == "error: no/such/dir: no such directory (make an inference directory with " \
+                                      "tools/export.py)\n"
+    with pytest.raises(SystemExit) as exit_:
+        server.main(["--model_dir", "no/such/dir", "--max_texts", "0"])
+    assert exit_.value.code == 2 and "--max_texts: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_a_wrong_content_type_gets_415(served):
