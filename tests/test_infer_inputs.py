@@ -67,14 +67,19 @@ def test_bad_inputs_outputs_and_backends_stop_before_anything_is_written(tiny_ex
     good.write_text("好\n", encoding="utf-8")
     gbk = tmp_path / "gbk.txt"
     gbk.write_bytes("好\n".encode("utf-8") + "质量很好".encode("gbk") + b"\n")
+    bom_then_gbk = tmp_path / "bom_gbk.txt"
+    bom_then_gbk.write_bytes(codecs.BOM_UTF8 + gbk.read_bytes())
     output = tmp_path / "preds.jsonl"
     cases = [
         (["--input", str(tmp_path / "nope.txt")], "nope.txt: no such file"),
         (["--input", str(good), "--output", str(tmp_path / "no_dir" / "p.jsonl")], "no_dir does not exist"),
         (["--input", str(good), "--output", str(tmp_path)], "is a directory"),
         (["--input", str(good), "--output", str(output), "--backend", "onnx-int8"], "has no onnx-int8 model"),
-        (["--input", str(gbk), "--output", str(output)], "gbk.txt:2: not UTF-8 text (invalid continuation byte at "
-                                                         "byte offset 4); convert the file to UTF-8, e.g. iconv -f GBK"),
+        (["--input", str(gbk), "--output", str(output)],
+         "gbk.txt:2: not UTF-8 text (invalid continuation byte at byte offset 4); convert the file to UTF-8, "
+         "e.g. iconv -f GBK"),
+        (["--input", str(bom_then_gbk), "--output", str(output)], "bom_gbk.txt:2: not UTF-8 text (invalid "
+                                                                  "continuation byte at byte offset 7)"),  # in the file
     ]
     for flags, message in cases:
         assert infer.main(["--model_dir", str(export_dir), *flags]) == 2, flags

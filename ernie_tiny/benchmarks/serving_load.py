@@ -74,7 +74,8 @@ def wait_until_up(url: str, process: Optional[subprocess.Popen], seconds: float 
     deadline = time.time() + seconds
     while time.time() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode} before answering /health (its messages are above)")
+            raise RuntimeError(f"the server exited with {process.returncode} before answering /health "
+                               f"(its messages are above)")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return

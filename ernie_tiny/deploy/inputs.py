@@ -27,14 +27,14 @@ def positive_int(value: str) -> int:
 def decode_utf8(data: bytes, name: str) -> str:
     """``data`` as text: UTF-8, with or without a byte-order mark; other encodings stop with the
     line and byte offset of the first byte that is not UTF-8, and the ``iconv`` that converts it."""
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return data.decode("utf-8")
+        return data[bom:].decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
+        offset = bom + err.start  # in the file
+        line = data.count(b"\n", 0, offset) + 1
         raise DeployInputError(
-            f"{name}:{line}: not UTF-8 text ({err.reason} at byte offset {err.start}); convert the file to UTF-8, "
+            f"{name}:{line}: not UTF-8 text ({err.reason} at byte offset {offset}); convert the file to UTF-8, "
             f"e.g. iconv -f GBK -t UTF-8 {name} > {name}.utf8 (GBK or whatever its encoding is)") from None
 
 
