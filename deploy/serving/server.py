@@ -30,7 +30,7 @@ wrong shape (no ``texts``, not a list of strings, an empty list, text pairs miss
 count). The OpenAPI schema (``GET /openapi.json``, ``/docs``) describes ``/predict``'s request body
 with these limits and each of these answers (``ernie_tiny/deploy/predict_api.py``).
 
-On SIGTERM (or Ctrl-C) uvicorn stops taking connections, lets the requests in flight finish, then
+On SIGTERM uvicorn stops taking connections, lets the requests in flight finish, then
 the batcher stops and the process exits 0.
 """
 from __future__ import annotations
