@@ -33,6 +33,7 @@ setup(
     + [
         "fastapi==0.165.0",  # deploy/serving/server.py (it came only through PaddleNLP before)
         "uvicorn==0.54.0",  # the server's ASGI server
+        "httpx==0.28.1",  # tools/benchmark.py serving's load clients (and the server tests' client)
         "matplotlib==3.11.2",  # the evaluation and experiment reports' charts
         "onnxruntime==1.32.0",  # ONNX backend of the predictor and its int8 (dynamic quantization) path
         # paddle2onnx's constant folding (Polygraphy) needs onnx_graphsurgeon and would pip-install
@@ -54,7 +55,7 @@ setup(
         "gpu": [],  # install paddlepaddle-gpu from Paddle's index first; see README
         "dev": [
             "pytest>=7",
-            "httpx==0.28.1",  # the server tests' client
+            "schemathesis==4.32.5",  # fuzzes the server's OpenAPI schema (tests/test_serving.py)
             "tritonclient[http]==2.73.0",  # the official KServe v2 / Triton client, against our server
         ],
     },

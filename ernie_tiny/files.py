@@ -8,10 +8,15 @@ from typing import Callable
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)``, then rename ``tmp`` to ``path``; a crash leaves the old file (or none)."""
+    """Call ``write(tmp)``, then rename ``tmp`` to ``path``; a crash leaves the old file (or none),
+    and an exception inside ``write`` removes ``tmp``."""
     path = Path(path)
     tmp = path.with_name(f".tmp_{path.name}")
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
     return path
 

@@ -99,8 +99,8 @@ def uncovered(imports: Dict[str, Set[str]], requirements: List[str]) -> List[str
 def test_setup_py_is_read_as_written():
     requirements = setup_requirements()
     install = {requirement_name(r) for r in requirements["install"]}
-    assert {"paddlepaddle", "paddlenlp", "fastapi", "uvicorn", "onnx-graphsurgeon"} <= install
-    assert {"pytest", "tritonclient", "httpx"} <= {requirement_name(r) for r in requirements["dev"]}
+    assert {"paddlepaddle", "paddlenlp", "fastapi", "uvicorn", "httpx", "onnx-graphsurgeon"} <= install
+    assert {"pytest", "tritonclient", "schemathesis"} <= {requirement_name(r) for r in requirements["dev"]}
 
 
 def test_every_import_of_the_code_is_named_in_install_requires():

@@ -3,7 +3,9 @@ requests through uvicorn, good and bad, concurrent ones batched together."""
 import contextlib
 import importlib.util
 import json
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -137,7 +139,7 @@ def test_the_server_still_serves_after_bad_requests(served):
     assert reply.status_code == 200 and reply.json()["results"] == predictor.predict(["好"])
 
 
-def test_server_and_infer_refuse_gpu_flags_for_onnx_before_loading_anything(capsys):
+def test_server_and_infer_refuse_gpu_flags_for_onnx_and_bad_flags_before_loading_anything(capsys):
     import argparse
 
     from ernie_tiny.deploy.predictor import add_backend_arguments, backend_options
@@ -149,3 +151,109 @@ def test_server_and_infer_refuse_gpu_flags_for_onnx_before_loading_anything(caps
     server = load_server_module()
     assert server.main(["--model_dir", "no/such/dir", "--backend", "onnx", "--device", "gpu"]) == 2
     assert "--backend onnx runs on CPU in fp32" in capsys.readouterr().err
+    assert server.main(["--model_dir", "no/such/dir"]) == 2
+    assert capsys.readouterr().err == "error: no/such/dir: no such directory (make an inference directory with " \
+                                      "tools/export.py)\n"
+    with pytest.raises(SystemExit) as exit_:
+        server.main(["--model_dir", "no/such/dir", "--max_texts", "0"])
+    assert exit_.value.code == 2 and "--max_texts: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_wrong_content_type_gets_415(served):
+    url, predictor, _ = served
+    body = json.dumps({"texts": ["好"]})
+    for headers in ({"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"}, {}):
+        reply = httpx.post(f"{url}/predict", content=body, headers=headers)
+        assert reply.status_code == 415 and "send the body as application/json" in reply.json()["detail"], headers
+    reply = httpx.post(f"{url}/predict", content=body, headers={"Content-Type": "application/json; charset=utf-8"})
+    assert reply.status_code == 200 and reply.json()["results"] == predictor.predict(["好"])
+
+
+def test_the_openapi_schema_describes_predict_with_its_limits_and_errors_and_the_v2_answers(served):
+    url, _, _ = served
+    operation = httpx.get(f"{url}/openapi.json").json()["paths"]["/predict"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["texts"] and body["additionalProperties"] is False
+    assert body["properties"]["texts"]["maxItems"] == MAX_TEXTS
+    assert body["properties"]["texts"]["items"]["maxLength"] == MAX_CHARS and "text_pairs" not in body["properties"]
+    assert set(operation["responses"]) == {"200", "400", "413", "415", "422"}
+    infer = httpx.get(f"{url}/openapi.json").json()["paths"]["/v2/models/{model_name}/infer"]["post"]
+    assert set(infer["responses"]) == {"200", "400", "404", "413", "500"}
+    assert [(p["name"], p["in"], p["example"]) for p in infer["parameters"]] == [("model_name", "path",
+                                                                                 "review_sentiment")]
+    inputs = infer["requestBody"]["content"]["application/json"]["schema"]["properties"]["inputs"]
+    assert set(inputs["items"]["required"]) == {"name", "shape", "datatype"}  # $defs written in place
+
+
+def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(served, tmp_path):
+    """Schemathesis (its CLI, every check) fuzzes every operation of the OpenAPI schema (/predict,
+    /health, the v2 protocol's): bounded examples and time, a fixed seed. The body limit is one no
+    schema-valid /predict body reaches (its JSON schema can state the text limits, not a byte count)."""
+    _, predictor, _ = served
+    server_module = load_server_module()
+    app = server_module.create_app(predictor, server_module.Limits(MAX_TEXTS, MAX_CHARS, 1 << 16), max_wait_ms=1)
+    with serve_in_background(app) as url:
+        done = fuzz(url, tmp_path)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert "Tested: 11" in done.stdout, done.stdout[-3000:]  # every operation, none failed (the exit status)
+
+
+def fuzz(url: str, workdir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()",
+         "--config-file", str(ROOT / "deploy/serving/schemathesis.toml"), "run", f"{url}/openapi.json",
+         "--checks", "all", "--phases", "examples,coverage,fuzzing", "--max-examples", "50", "--max-time", "20",
+         "--seed", "1", "--workers", "1", "--request-timeout", "10", "--no-color", "--report-dir", str(workdir)],
+        capture_output=True, text=True, timeout=120, cwd=workdir)
+
+
+def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(served):
+    """A real server process: a request waits in the batcher (--max_wait_ms 1500) when SIGTERM comes;
+    it is still answered with 200, then the process exits 0."""
+    _, predictor, _ = served
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "deploy/serving/server.py"), "--model_dir", str(predictor.model_dir),
+         "--port", str(port), "--backend", "paddle", "--threads", "1", "--max_wait_ms", "1500"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            assert process.poll() is None and time.time() < deadline, "the server did not start"
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.2)
+        with ThreadPoolExecutor(1) as pool:
+            started = time.time()
+            reply = pool.submit(httpx.post, f"{url}/predict", json={"texts": TEXTS[:2]}, timeout=30)
+            time.sleep(0.5)
+            assert not reply.done()  # still waiting for its batch
+            process.send_signal(signal.SIGTERM)
+            answer = reply.result()
+        assert answer.status_code == 200 and answer.json()["results"] == predictor.predict(TEXTS[:2])
+        assert time.time() - started >= 1.4  # it was answered after its batch's wait, not cut short
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        output = process.communicate()[0]
+    assert "Finished server process" in output, output
+
+
+def test_the_serving_load_benchmark_counts_every_request(served, tmp_path):
+    """tools/benchmark.py serving against the running server, briefly (what it reports, not how fast)."""
+    from ernie_tiny.benchmarks.cli import main
+
+    url, _, app = served
+    before = app.state.batcher.stats.requests
+    report, raw = tmp_path / "serving" / "load.md", tmp_path / "load.json"
+    assert main(["serving", "--url", url, "--clients", "4", "--seconds", "1", "--warmup_seconds", "0.2",
+                 "--output", str(report), "--json", str(raw)]) == 0
+    result = json.loads(raw.read_text())["result"]
+    assert result["errors"] == 0 and result["requests"] > 0
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert app.state.batcher.stats.requests - before >= result["requests"]  # warm-up requests are not timed
+    assert result["requests_per_call"] >= 1 and "| requests | errors | requests/s |" in report.read_text()
+    assert main(["serving", "--clients", "2"]) == 2  # neither --model_dir nor --url

@@ -10,41 +10,67 @@ CPU); auto (the default): onnx on CPU when the export has it, else paddle. Pair 
 (token tasks: "char/label ..."), or writes JSON lines with --output. Blank lines are skipped;
 JSON lines carry the input line number. The same predictor is importable:
 ``from ernie_tiny.deploy.predictor import Predictor``.
+
+Input is UTF-8 (a byte-order mark and CRLF line ends are fine). The model directory, the input
+and the output's directory are checked before the model loads, and the whole input before any
+prediction: a bad one stops with a message naming the file (and line or key) and exit status 2,
+and leaves no output file. --output is written whole or not at all.
 """
 import argparse
 import json
 import os
 import sys
-from itertools import islice
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ernie_tiny.deploy.predictor import (BackendFlagsError, add_backend_arguments,  # noqa: E402 (no Paddle import)
-                                         predictor_from_args)
+from ernie_tiny.deploy.inference_dir import read_deploy_info  # noqa: E402 (no Paddle import)
+from ernie_tiny.deploy.inputs import DeployInputError, positive_int, text_lines  # noqa: E402
+from ernie_tiny.deploy.predictor import add_backend_arguments, predictor_from_args  # noqa: E402
+from ernie_tiny.files import write_atomically  # noqa: E402
 from ernie_tiny.runtime import configure_threads  # noqa: E402
+
+CHUNK = 1024  # lines per predictor call (the predictor batches them by --batch_size)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--model_dir", required=True, help="inference directory written by tools/export.py")
-    parser.add_argument("--input", default="-", help="text file, one text per line ('-' = stdin, the default)")
+    parser.add_argument("--input", default="-", help="UTF-8 text file, one text per line ('-' = stdin, the default)")
     parser.add_argument("--output", help="write JSON lines here instead of printing")
     add_backend_arguments(parser)
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--batch_size", type=positive_int, default=32)
     parser.add_argument("--max_length", type=int, default=0, help="tokens per text (0 = the exported max length)")
     return parser.parse_args(argv)
 
 
-def read_lines(stream, name: str):
-    """(line number, text[, pair]) for each non-blank line; a line that is not UTF-8 stops with its number."""
-    for number, raw in enumerate(stream, 1):
-        try:
-            line = raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as err:
-            raise SystemExit(f"{name}:{number}: not UTF-8 text ({err.reason} at byte {err.start})")
-        if line.strip():
-            yield number, line
+def read_input(source: str):
+    """(line number, line) of the non-blank lines of ``source`` (a file, or '-' for stdin)."""
+    if source == "-":
+        return text_lines(sys.stdin.buffer.read(), "<stdin>")
+    path = Path(source)
+    if not path.is_file():
+        raise DeployInputError(f"--input {source}: {'a directory' if path.is_dir() else 'no such file'} "
+                               f"(give a text file, one text per line, or - for stdin)")
+    return text_lines(path.read_bytes(), source)
+
+
+def check_output(target: str) -> None:
+    path = Path(target)
+    if path.is_dir():
+        raise DeployInputError(f"--output {target}: is a directory (give a file name, e.g. {path / 'preds.jsonl'})")
+    if not path.parent.is_dir():
+        raise DeployInputError(f"--output {target}: directory {path.parent} does not exist (create it first)")
+
+
+def split_pairs(lines, source: str):
+    """(texts, pairs) of "text<TAB>pair" lines; a line without a tab stops with its number."""
+    split = [line.split("\t", 1) for _, line in lines]
+    for (number, _), parts in zip(lines, split):
+        if len(parts) != 2:
+            raise DeployInputError(f"{source}:{number}: this model takes text pairs: text<TAB>pair")
+    return [p[0] for p in split], [p[1] for p in split]
 
 
 def format_line(text: str, result: dict) -> str:
@@ -53,41 +79,50 @@ def format_line(text: str, result: dict) -> str:
     return f"{result['label']}\t{result['score']:.4f}\t{text}"
 
 
+def predictions(predictor, lines, texts, pairs):
+    """(line number, line, text, result) for every input line, predicted CHUNK lines at a time."""
+    for start in range(0, len(lines), CHUNK):
+        end = start + CHUNK
+        chunk_pairs = pairs[start:end] if pairs is not None else None
+        results = predictor.predict(texts[start:end], chunk_pairs)
+        for (number, line), text, result in zip(lines[start:end], texts[start:end], results):
+            yield number, line, text, result
+
+
+def run(args) -> None:
+    info = read_deploy_info(args.model_dir)
+    if args.output:
+        check_output(args.output)
+    lines = read_input(args.input)
+    source = "<stdin>" if args.input == "-" else args.input
+    if info["input"] == "pair":
+        texts, pairs = split_pairs(lines, source)
+    else:
+        texts, pairs = [line for _, line in lines], None
+    predictor = predictor_from_args(args, max_length=args.max_length)
+    rows = predictions(predictor, lines, texts, pairs)
+    if not args.output:
+        for _, _, text, result in rows:
+            print(format_line(text, result))
+        return
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as out:
+            for number, line, _, result in rows:
+                out.write(json.dumps({"line": number, "text": line, **result}, ensure_ascii=False) + "\n")
+
+    write_atomically(Path(args.output), write)
+    print(f"{len(lines)} predictions ({predictor.backend.description}) written to {args.output}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     configure_threads(args.threads)
     try:
-        predictor = predictor_from_args(args, max_length=args.max_length)
-    except BackendFlagsError as err:
-        print(err, file=sys.stderr)
+        run(args)
+    except DeployInputError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    pairs = predictor.input_type == "pair"
-    stream = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
-    out = open(args.output, "w", encoding="utf-8") if args.output else None
-    lines = read_lines(stream, "<stdin>" if args.input == "-" else args.input)
-    count = 0
-    while True:
-        chunk = list(islice(lines, 1024))
-        if not chunk:
-            break
-        if pairs:
-            split = [line.split("\t", 1) for _, line in chunk]
-            bad = [number for (number, _), parts in zip(chunk, split) if len(parts) != 2]
-            if bad:
-                print(f"{args.input}:{bad[0]}: this model takes text pairs: text<TAB>pair", file=sys.stderr)
-                return 2
-            texts, text_pairs = [p[0] for p in split], [p[1] for p in split]
-        else:
-            texts, text_pairs = [line for _, line in chunk], None
-        for (number, line), text, result in zip(chunk, texts, predictor.predict(texts, text_pairs)):
-            if out:
-                out.write(json.dumps({"line": number, "text": line, **result}, ensure_ascii=False) + "\n")
-            else:
-                print(format_line(text, result))
-        count += len(chunk)
-    if out:
-        out.close()
-        print(f"{count} predictions ({predictor.backend.description}) written to {args.output}", file=sys.stderr)
     return 0
 
 

@@ -23,10 +23,15 @@ thread-safe), and answers each request with its own results. While a batch runs,
 queue and form the next batch, so batches grow with the load.
 
 Limits, checked before any work, with clear 4xx errors (``{"detail": "..."}``):
-413 body larger than ``--max_body_bytes``, more than ``--max_texts`` texts, or a text longer than
-``--max_chars`` characters; 400 a body that is not UTF-8 or not JSON, or a text that is not valid
-Unicode (a lone surrogate); 422 a body of the wrong shape (no ``texts``, not a list of strings,
-an empty list, text pairs missing or of the wrong count).
+415 a ``Content-Type`` other than ``application/json``; 413 body larger than ``--max_body_bytes``,
+more than ``--max_texts`` texts, or a text longer than ``--max_chars`` characters; 400 a body that
+is not UTF-8 or not JSON, or a text that is not valid Unicode (a lone surrogate); 422 a body of the
+wrong shape (no ``texts``, not a list of strings, an empty list, text pairs missing or of the wrong
+count). The OpenAPI schema (``GET /openapi.json``, ``/docs``) describes ``/predict``'s request body
+with these limits and each of these answers (``ernie_tiny/deploy/predict_api.py``).
+
+On SIGTERM uvicorn stops taking connections, lets the requests in flight finish, then
+the batcher stops and the process exits 0.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -47,17 +53,11 @@ import pydantic  # noqa: E402
 from fastapi import FastAPI, HTTPException, Request  # noqa: E402
 
 from ernie_tiny import __version__  # noqa: E402
+from ernie_tiny.deploy.inputs import DeployInputError, positive_int  # noqa: E402
 from ernie_tiny.deploy.kserve_v2 import add_v2_routes, text_problem  # noqa: E402
-from ernie_tiny.deploy.predictor import (BackendFlagsError, add_backend_arguments,  # noqa: E402 (no Paddle import)
-                                         predictor_from_args)
+from ernie_tiny.deploy.predict_api import JSON, PredictRequest, predict_openapi  # noqa: E402
+from ernie_tiny.deploy.predictor import add_backend_arguments, predictor_from_args  # noqa: E402 (no Paddle import)
 from ernie_tiny.runtime import configure_threads  # noqa: E402
-
-
-class PredictRequest(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    texts: List[pydantic.StrictStr] = pydantic.Field(min_length=1, description="texts to label")
-    text_pairs: Optional[List[pydantic.StrictStr]] = pydantic.Field(None, description="second texts (pair tasks)")
 
 
 @dataclass
@@ -213,9 +213,12 @@ def create_app(predictor, limits: Optional[Limits] = None, batch_size: int = 32,
                 "limits": vars(limits), "batch_size": batch_size, "max_wait_ms": max_wait_ms,
                 "stats": {**vars(stats), "uptime_s": round(time.time() - stats.started, 1)}}
 
-    @app.post("/predict", openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}})
+    @app.post("/predict", response_model=None,
+              **predict_openapi(limits.max_texts, limits.max_chars, pair_task, predictor.head))
     async def predict(request: Request) -> dict:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != JSON:
+            raise HTTPException(415, f"Content-Type {media_type or '(none)'!r}: send the body as {JSON}")
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limits.max_body_bytes:
             raise HTTPException(413, f"request body has {declared} bytes; at most {limits.max_body_bytes}")
@@ -234,11 +237,11 @@ def parse_args(argv=None):
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model_name", default="", help="the model's name in the v2 protocol (default: the task)")
     add_backend_arguments(parser)
-    parser.add_argument("--batch_size", type=int, default=32, help="texts per predictor call")
+    parser.add_argument("--batch_size", type=positive_int, default=32, help="texts per predictor call")
     parser.add_argument("--max_wait_ms", type=float, default=5.0, help="how long a batch waits for more requests")
-    parser.add_argument("--max_texts", type=int, default=64, help="texts per request")
-    parser.add_argument("--max_chars", type=int, default=1000, help="characters per text")
-    parser.add_argument("--max_body_bytes", type=int, default=1 << 20)
+    parser.add_argument("--max_texts", type=positive_int, default=64, help="texts per request")
+    parser.add_argument("--max_chars", type=positive_int, default=1000, help="characters per text")
+    parser.add_argument("--max_body_bytes", type=positive_int, default=1 << 20)
     return parser.parse_args(argv)
 
 
@@ -249,13 +252,16 @@ def main(argv=None) -> int:
 
     try:
         predictor = predictor_from_args(args)
-    except BackendFlagsError as err:
-        print(err, file=sys.stderr)
+    except DeployInputError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     app = create_app(predictor, Limits(args.max_texts, args.max_chars, args.max_body_bytes), args.batch_size,
                      args.max_wait_ms, args.model_name)
     print(f"serving {predictor.info['task']} ({predictor.backend.description}) on http://{args.host}:{args.port}",
           flush=True)
+    # uvicorn shuts down gracefully on SIGTERM (in-flight requests finish), then raises the signal
+    # again for the handler that was there before it: a no-op one makes that finished shutdown exit 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ernie_tiny.benchmarks import distill_speed, latency, shard_speed
+from ernie_tiny.benchmarks import distill_speed, latency, serving_load, shard_speed
 
 
 def main(argv=None) -> int:
@@ -21,6 +21,10 @@ def main(argv=None) -> int:
         "shards", help="characters/s of shard building: our fast tokenizer vs PaddleNLP's ErnieTokenizer",
         description=shard_speed.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     shard_speed.add_arguments(shards)
+    serving = commands.add_parser(
+        "serving", help="the HTTP server under concurrent load: requests/s, p50/p99 latency, errors",
+        description=serving_load.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serving_load.add_arguments(serving)
     args = parser.parse_args(argv)
     if args.command == "shards":
         return shard_speed.main(args)
@@ -28,5 +32,7 @@ def main(argv=None) -> int:
         return distill_speed.main(args)
     if args.command == "latency":
         return latency.main(args)
+    if args.command == "serving":
+        return serving_load.main(args)
     parser.error(f"unknown benchmark {args.command!r}")
     return 2

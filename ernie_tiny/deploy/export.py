@@ -35,7 +35,8 @@ from typing import List, Sequence
 import numpy as np
 
 from ernie_tiny.config import ConfigError, dump_config
-from ernie_tiny.deploy.predictor import DEPLOY_FILE, INPUT_NAMES, OnnxBackend, PaddleBackend
+from ernie_tiny.deploy.inference_dir import DEPLOY_FILE
+from ernie_tiny.deploy.predictor import INPUT_NAMES, OnnxBackend, PaddleBackend
 from ernie_tiny.deploy.schema import TASK_FILE, ExportConfig
 from ernie_tiny.tasks.encode import Features, collate
 

@@ -16,11 +16,13 @@ for binary (``parameters.binary_data_output`` or an output's ``parameters.binary
 
 Errors have the protocol's body ``{"error": "..."}``: 400 a malformed request (an unknown input or
 output name, a wrong datatype or shape, data that does not match the shape), 404 an unknown model
-or version, 413 a request over the server's limits, 500 a failure inside the predictor.
+or version, 413 a request over the server's limits, 500 a failure inside the predictor. The
+routes' OpenAPI entries name these answers, the path parameters and the JSON inference body.
 """
 from __future__ import annotations
 
 import json
+import re
 import struct
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
@@ -34,6 +36,45 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 TEXT, TEXT_PAIR = "text", "text_pair"
 LABEL, SCORE, RESULT = "label", "score", "result"
 SHARED_MEMORY_KEYS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+
+
+class ErrorBody(pydantic.BaseModel):
+    error: str = pydantic.Field(description="what is wrong")
+
+
+ERRORS = {400: "a malformed request: an unknown input or output name, a wrong datatype or shape, data that does "
+               "not match the shape, a body that is not the protocol's JSON",
+          404: "an unknown model or version", 413: "a request over the server's limits",
+          500: "a failure inside the predictor"}
+
+
+def error_responses(*statuses: int) -> dict:
+    """FastAPI ``responses=`` for the protocol's errors ``statuses`` (and 503 "not ready"), for the OpenAPI schema."""
+    responses = {status: {"model": ErrorBody, "description": ERRORS[status]} for status in statuses if status != 503}
+    if 503 in statuses:
+        responses[503] = {"description": "not ready (starting or shutting down)"}
+    return responses
+
+
+def path_parameters(path: str, examples: Dict[str, str]) -> dict:
+    """OpenAPI ``parameters`` for the ``{name}`` parts of ``path`` (strings), with their ``examples``."""
+    return {"parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"},
+                            "example": examples[name]} for name in re.findall(r"{(\w+)}", path)]}
+
+
+def inlined_schema(model: type) -> dict:
+    """``model``'s JSON schema with its ``$defs`` written in place (an OpenAPI ``openapi_extra``
+    schema cannot point into its own ``$defs``)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node):
+        if isinstance(node, dict):
+            return inline(defs[node["$ref"].rsplit("/", 1)[-1]]) if "$ref" in node else \
+                {key: inline(value) for key, value in node.items()}
+        return [inline(value) for value in node] if isinstance(node, list) else node
+
+    return inline(schema)
 
 
 class ProtocolError(Exception):
@@ -381,8 +422,16 @@ def add_v2_routes(app: FastAPI, predictor, submit: Callable[[List[str], Optional
 
     app.add_api_route("/v2", server_metadata, methods=["GET"])
     app.add_api_route("/v2/health/live", live, methods=["GET"])
-    app.add_api_route("/v2/health/ready", ready, methods=["GET"])
+    app.add_api_route("/v2/health/ready", ready, methods=["GET"], responses=error_responses(503))
     for model_path in ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{version}"):
-        app.add_api_route(model_path, get_model_metadata, methods=["GET"])
-        app.add_api_route(model_path + "/ready", model_ready, methods=["GET"])
-        app.add_api_route(model_path + "/infer", infer, methods=["POST"])
+        # the handlers read the path parameters from the request; the schema still names them
+        documented = {"openapi_extra": path_parameters(model_path, {"model_name": model_name,
+                                                                    "version": MODEL_VERSION})}
+        app.add_api_route(model_path, get_model_metadata, methods=["GET"], responses=error_responses(404),
+                          **documented)
+        app.add_api_route(model_path + "/ready", model_ready, methods=["GET"], responses=error_responses(404, 503),
+                          **documented)
+        infer_body = {"requestBody": {"required": True, "content": {
+            "application/json": {"schema": inlined_schema(InferenceRequest)}}}}  # or binary tensors after it
+        app.add_api_route(model_path + "/infer", infer, methods=["POST"], responses=error_responses(400, 404, 413, 500),
+                          openapi_extra={**documented["openapi_extra"], **infer_body})

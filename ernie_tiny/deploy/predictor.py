@@ -22,28 +22,20 @@ token tasks)::
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
 
+from ernie_tiny.deploy.inference_dir import DEPLOY_FILE, model_file, read_deploy_info  # noqa: F401 (re-exported)
+from ernie_tiny.deploy.inputs import DeployInputError
 from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode_sequence, encode_tokens
 from ernie_tiny.tasks.readers import Example
 
 BACKENDS = ("auto", "paddle", "onnx", "onnx-int8")
-DEPLOY_FILE = "deploy.json"
 INPUT_NAMES = ("input_ids", "token_type_ids")
 LENGTH_BUCKET = 16
-
-
-def read_deploy_info(model_dir: str | Path) -> dict:
-    path = Path(model_dir) / DEPLOY_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; {model_dir} is not an inference directory "
-                                f"(make one with tools/export.py)")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def default_threads() -> int:
@@ -103,7 +95,8 @@ class PaddleBackend:
         if tensorrt:
             check_tensorrt_program(info["paddle"]["model"])
             self.trt_profile = tensorrt_shape_profile(max_batch_size, max_length)
-        config = inference.Config(str(model_dir / info["paddle"]["model"]), str(model_dir / info["paddle"]["params"]))
+        config = inference.Config(str(model_file(model_dir, info["paddle"]["model"])),
+                                  str(model_file(model_dir, info["paddle"]["params"])))
         config.disable_glog_info()
         if device == "cpu":
             if precision != "fp32" or tensorrt:
@@ -186,7 +179,7 @@ def add_backend_arguments(parser) -> None:
     parser.add_argument("--gpu_id", type=int, default=0)
 
 
-class BackendFlagsError(ValueError):
+class BackendFlagsError(DeployInputError):
     """Command-line flags the chosen backend cannot honour."""
 
 
@@ -220,13 +213,14 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     if backend in ("onnx", "onnx-int8"):
         key = "onnx" if backend == "onnx" else "onnx_int8"
         if not info.get(key):
-            raise FileNotFoundError(f"{model_dir} has no {backend} model (export with Export.onnx: true"
-                                    f"{'' if backend == 'onnx' else ' and Export.int8 on'})")
+            raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: {model_dir} has no {backend} model (export "
+                                   f"with Export.onnx: true{'' if backend == 'onnx' else ' and Export.int8 on'}, "
+                                   f"or choose another --backend)")
         gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")
         if gpu_only or options.get("precision", "fp32") != "fp32":
             raise ValueError(f"backend {backend!r} runs on CPU in fp32 (int8: 'onnx-int8'); GPU, fp16 and "
                              "TensorRT are options of the 'paddle' backend")
-        return OnnxBackend(Path(model_dir) / info[key], threads=options.get("threads", 0))
+        return OnnxBackend(model_file(model_dir, info[key]), threads=options.get("threads", 0))
     raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
 
 
