@@ -76,10 +76,10 @@ def test_bad_inputs_outputs_and_backends_stop_before_anything_is_written(tiny_ex
         (["--input", str(good), "--output", str(tmp_path)], "is a directory"),
         (["--input", str(good), "--output", str(output), "--backend", "onnx-int8"], "has no onnx-int8 model"),
         (["--input", str(gbk), "--output", str(output)],
-         "gbk.txt:2: not UTF-8 text (invalid continuation byte at byte offset 4); convert the file to UTF-8, "
+         "gbk.txt:2: not UTF-8 text (invalid continuation byte at byte offset 4 of the file); convert it, "
          "e.g. iconv -f GBK"),
         (["--input", str(bom_then_gbk), "--output", str(output)], "bom_gbk.txt:2: not UTF-8 text (invalid "
-                                                                  "continuation byte at byte offset 7)"),  # in the file
+                                                                  "continuation byte at byte offset 7 of the file)"),
     ]
     for flags, message in cases:
         assert infer.main(["--model_dir", str(export_dir), *flags]) == 2, flags

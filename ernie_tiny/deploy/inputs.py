@@ -8,11 +8,14 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import codecs
+import io
 from typing import List, Tuple
 
+from ernie_tiny.errors import InputError
+from ernie_tiny.text_files import decode_lines
 
-class DeployInputError(ValueError):
+
+class DeployInputError(InputError):
     """An input a deploy tool cannot use (a file, a directory, a flag): the message says which and what to do."""
 
 
@@ -24,22 +27,9 @@ def positive_int(value: str) -> int:
     return number
 
 
-def decode_utf8(data: bytes, name: str) -> str:
-    """``data`` as text: UTF-8, with or without a byte-order mark; other encodings stop with the
-    line and byte offset of the first byte that is not UTF-8, and the ``iconv`` that converts it."""
-    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    try:
-        return data[bom:].decode("utf-8")
-    except UnicodeDecodeError as err:
-        offset = bom + err.start  # in the file
-        line = data.count(b"\n", 0, offset) + 1
-        raise DeployInputError(
-            f"{name}:{line}: not UTF-8 text ({err.reason} at byte offset {offset}); convert the file to UTF-8, "
-            f"e.g. iconv -f GBK -t UTF-8 {name} > {name}.utf8 (GBK or whatever its encoding is)") from None
-
-
 def text_lines(data: bytes, name: str) -> List[Tuple[int, str]]:
-    """(line number, text) of each non-blank line of ``data`` (UTF-8, BOM and CRLF accepted);
-    ``name`` is the file's name in messages."""
-    lines = decode_utf8(data, name).split("\n")
-    return [(number, line.rstrip("\r")) for number, line in enumerate(lines, 1) if line.strip()]
+    """(line number, text) of each non-blank line of ``data`` (``text_files.decode_lines``: UTF-8,
+    BOM and CRLF accepted, other encodings named with line and byte offset); ``name`` is the
+    file's name in messages."""
+    lines = decode_lines(io.BytesIO(data), name, DeployInputError)
+    return [(number, line.rstrip("\n")) for number, line in lines if line.strip()]
