@@ -234,3 +234,14 @@ def test_a_checkpoint_write_that_hits_the_file_size_limit_stops_with_status_2_ke
     (last,) = checkpoint.list_checkpoints(tmp_path / "out")
     checkpoint.check_checkpoint(last)
     assert last.name == "step_00000003"
+
+
+def test_an_output_model_that_cannot_be_written_raises_a_checkpoint_error_naming_it(tmp_path, tiny_encoder):  # noqa: F811,E501
+    from paddlenlp.transformers import AutoModel, AutoTokenizer
+
+    (tmp_path / "not_a_directory").write_text("")
+    target = tmp_path / "not_a_directory" / "student"
+    with pytest.raises(checkpoint.CheckpointError, match=f"{tmp_path / 'not_a_directory'}.*cannot write"):
+        checkpoint.save_pretrained_dir(target, AutoModel.from_pretrained(str(tiny_encoder)),
+                                       AutoTokenizer.from_pretrained(str(tiny_encoder)), None, "config.yaml")
+    assert not target.exists()
