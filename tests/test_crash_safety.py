@@ -29,8 +29,10 @@ RANK0 = Runtime("cpu", 0, 1)
 DISTILL_RUN = {"Train": {"max_steps": 6, "save_every": 2, "keep_checkpoints": 2}}
 
 
-def run_tool(tool: str, config: Path, crash: str = "", limit_file_size: int = 0, timeout=120):
-    """``tools/<tool> -c config`` in a fresh process (killed at ``crash``, see ``checkpoint.crash_point``)."""
+def start_tool(tool: str, config: Path, crash: str = "", limit_file_size: int = 0) -> subprocess.Popen:
+    """``tools/<tool> -c config`` in a fresh process (killed at ``crash``, see ``checkpoint.crash_point``;
+    ``limit_file_size``: RLIMIT_FSIZE in bytes). Every run of a comparison is a fresh process, as
+    a restart is: a process that ran other stages may round differently."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), **{checkpoint.CRASH_ENV: crash})
     limit = None
     if limit_file_size:
@@ -38,8 +40,21 @@ def run_tool(tool: str, config: Path, crash: str = "", limit_file_size: int = 0,
 
         def limit():
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
-    return subprocess.run([sys.executable, str(ROOT / "tools" / tool), "-c", str(config)], env=env,
-                          capture_output=True, text=True, timeout=timeout, preexec_fn=limit)
+    return subprocess.Popen([sys.executable, str(ROOT / "tools" / tool), "-c", str(config)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=limit)
+
+
+def finish(proc: subprocess.Popen, timeout=180) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_tool(tool: str, config: Path, **options) -> subprocess.CompletedProcess:
+    return finish(start_tool(tool, config, **options))
+
+
+def assert_ran(proc) -> None:
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
 def assert_killed(proc) -> None:
@@ -60,10 +75,8 @@ def no_temporaries(output_dir: Path) -> list:
 # ---- kills: every stage ends bit-identical to an uninterrupted run ----
 
 def test_distillation_killed_after_a_step_and_inside_a_checkpoint_write_ends_bit_identical(tmp_path, cache):  # noqa: F811
-    from test_distill_recipe import run_distill
-
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    run_distill(write_distill_config(tmp_path / "a", cache, **DISTILL_RUN))
+    uninterrupted = start_tool("distill.py", write_distill_config(tmp_path / "a", tmp_path / "a" / "cache", **DISTILL_RUN))
     config = write_distill_config(tmp_path / "b", cache, **DISTILL_RUN)
     out = tmp_path / "b" / "out"
     assert_killed(run_tool("distill.py", config, crash="step:3"))  # step 3 done, not yet checkpointed
@@ -71,7 +84,8 @@ def test_distillation_killed_after_a_step_and_inside_a_checkpoint_write_ends_bit
     assert_killed(run_tool("distill.py", config, crash="checkpoint:4"))  # weights of step 4 half-written
     assert [p.name for p in checkpoint.list_checkpoints(out)] == ["step_00000002"]
     assert (out / "checkpoints" / ".tmp_step_00000004").is_dir()
-    run_distill(config)  # the same command again
+    assert_ran(run_tool("distill.py", config))  # the same command again
+    assert_ran(finish(uninterrupted))
     assert not no_temporaries(out)
     assert [row["step"] for row in read_log(out)][-4:] == [3, 4, 5, 6]
     assert_identical(student_weights(tmp_path / "a" / "out" / "student"), student_weights(out / "student"))
@@ -79,29 +93,27 @@ def test_distillation_killed_after_a_step_and_inside_a_checkpoint_write_ends_bit
 
 
 def test_pretraining_killed_between_a_checkpoint_rename_and_the_pruning_ends_bit_identical(tmp_path, cache):  # noqa: F811,E501
-    from test_pretrain import run_pretrain
-
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    run_pretrain(write_pretrain_config(tmp_path / "a", cache))
+    uninterrupted = start_tool("pretrain.py", write_pretrain_config(tmp_path / "a", tmp_path / "a" / "cache"))
     config = write_pretrain_config(tmp_path / "b", cache)
     assert_killed(run_tool("pretrain.py", config, crash="renamed:3"))
-    run_pretrain(config)
+    assert_ran(run_tool("pretrain.py", config))
+    assert_ran(finish(uninterrupted))
     assert_identical(student_weights(tmp_path / "a" / "out" / "mlm"), student_weights(tmp_path / "b" / "out" / "mlm"))
     assert not no_temporaries(tmp_path / "b" / "out")
 
 
 def test_multi_task_training_killed_mid_run_ends_bit_identical(tmp_path, tiny_encoder, toy_tasks):  # noqa: F811
-    from test_mtl import run_mtl
-
     root, tasks = toy_tasks
     configs = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         configs.append(write_mtl_config(tmp_path / name, tiny_encoder, tasks, Data={"dir": str(root / "data")},
                                         Schedule={"kind": "proportional"}))
-    run_mtl(configs[0])
+    uninterrupted = start_tool("train_teacher.py", configs[0])
     assert_killed(run_tool("train_teacher.py", configs[1], crash="step:6"))
-    run_mtl(configs[1])
+    assert_ran(run_tool("train_teacher.py", configs[1]))
+    assert_ran(finish(uninterrupted))
     final = [student_weights(tmp_path / name / "out" / "checkpoints" / "step_00000008") for name in ("a", "b")]
     assert_identical(*final)
     assert not no_temporaries(tmp_path / "b" / "out")
