@@ -294,8 +294,8 @@ def _split_tensors(tree: dict, prefix: str = "") -> tuple:
     return tensors, rest
 
 
-def _join_tensors(rest: dict, tensors: dict) -> dict:
-    tree = json.loads(json.dumps(rest))
+def _join_tensors(tree: dict, tensors: dict) -> dict:
+    """The inverse of ``_split_tensors``: ``tensors`` put back into ``tree`` (in place)."""
     for name, value in tensors.items():
         *path, key = name.split("/")
         node = tree
@@ -328,7 +328,7 @@ def load_optimizer_state(directory: Path) -> dict:
         return paddle.load(str(path))
     from safetensors.paddle import load_file as load_paddle_file
 
-    tensors = load_paddle_file(str(directory / OPTIMIZER_TENSORS))
+    tensors = load_paddle_file(str(directory / OPTIMIZER_TENSORS), device=paddle.get_device())
     state = _join_tensors(json.loads((directory / OPTIMIZER_SCALARS).read_text()), tensors)
     if "scaler" in state:
         state["scaler"] = {k: v.numpy() if isinstance(v, paddle.Tensor) else v for k, v in state["scaler"].items()}
