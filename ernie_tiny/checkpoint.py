@@ -1,14 +1,18 @@
-"""Resumable checkpoints, written atomically.
+"""Resumable checkpoints, written atomically, read without unpickling.
 
 ``<output_dir>/checkpoints/step_00000100/`` holds the model in PaddleNLP ``save_pretrained``
-format (safetensors), the tokenizer, ``optimizer.pdopt`` (optimizer + LR scheduler, and the
-loss scaler under AMP), ``rng_rank{r}.json`` per rank (its random state, plain JSON: see
+format (safetensors), the tokenizer, the optimizer (``optimizer.safetensors``: its tensors, the
+loss scale under AMP; ``optimizer.json``: its scalars, the LR scheduler's and the loss
+scaler's), ``rng_rank{r}.json`` per rank (its random state, plain JSON: see
 ``runtime.rng_state``) and ``trainer_state.json`` (step, data order, counters). It is written
 under a temporary name and renamed when complete, so a crash leaves either the whole
-checkpoint or none; older checkpoints beyond ``keep`` are removed.
+checkpoint or none; older checkpoints beyond ``keep`` are removed. A checkpoint is checked
+before it is loaded (``check_checkpoint``), and a write that fails (disk full, read-only)
+stops the run naming the path; both raise ``CheckpointError``, a ``ConfigError`` (exit status 2).
 
-Checkpoints of earlier versions hold ``rng_rank{r}.pkl`` (pickle); those are read only when
-``ERNIE_TINY_TRUST_PICKLED_RNG=1`` says the file is trusted (unpickling runs code from it).
+Checkpoints of earlier versions hold pickles (``optimizer.pdopt``, ``rng_rank{r}.pkl``); those
+are read only when ``ERNIE_TINY_TRUST_PICKLE=1`` (or the older ``ERNIE_TINY_TRUST_PICKLED_RNG=1``)
+says the files are trusted (unpickling runs code from them).
 """
 from __future__ import annotations
 
@@ -16,16 +20,67 @@ import json
 import os
 import re
 import shutil
+import signal
+import struct
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import paddle
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from ernie_tiny import runtime
+from ernie_tiny.config import ConfigError
 
 STATE = "trainer_state.json"
+WEIGHTS = "model.safetensors"
+OPTIMIZER_TENSORS = "optimizer.safetensors"
+OPTIMIZER_SCALARS = "optimizer.json"
+PICKLED_OPTIMIZER = "optimizer.pdopt"
+RNG_FILE = "rng_rank{rank}.json"
+PICKLED_RNG_FILE = "rng_rank{rank}.pkl"
+TRUST_PICKLE_ENV = "ERNIE_TINY_TRUST_PICKLE"
+OLD_TRUST_PICKLE_ENV = "ERNIE_TINY_TRUST_PICKLED_RNG"  # its earlier name, still honoured
+CRASH_ENV = "ERNIE_TINY_TEST_CRASH"
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
+_TMP_PREFIX = ".tmp_"
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be loaded, or a checkpoint or output that cannot be written;
+    the message names the directory and the file."""
+
+
+class UntrustedPickleError(CheckpointError, RuntimeError):
+    """A checkpoint of an earlier version holds pickles, and they are not trusted."""
+
+
+def pickle_trusted() -> bool:
+    return "1" in (os.environ.get(TRUST_PICKLE_ENV), os.environ.get(OLD_TRUST_PICKLE_ENV))
+
+
+def crash_point(point: str, step: int, rank: int = 0) -> None:
+    """Test-only: SIGKILL this process at ``point`` of step ``step`` when ``ERNIE_TINY_TEST_CRASH``
+    is ``point:step`` (any rank) or ``point:step:rank``. Points: ``step`` (after an optimizer
+    step), ``checkpoint`` (a checkpoint half-written), ``renamed`` (renamed, older not yet pruned)."""
+    wanted = os.environ.get(CRASH_ENV, "").split(":")
+    if wanted[:2] == [point, str(step)] and (len(wanted) < 3 or wanted[2] == str(rank)):
+        print(f"{CRASH_ENV}: rank {rank} killed at {point} {step}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextmanager
+def writing(target):
+    """Turn a failed write (disk full, file size limit, read-only directory) into a
+    ``CheckpointError`` naming the file, or ``target``."""
+    try:
+        yield
+    except (OSError, SafetensorError) as err:
+        path = getattr(err, "filename", None) or target
+        reason = getattr(err, "strerror", None) or str(err)
+        raise CheckpointError(f"{path}: cannot write ({reason}); the run stopped, earlier checkpoints are kept") from err
 
 
 def checkpoints_dir(output_dir) -> Path:
@@ -52,6 +107,68 @@ def agreed_latest_checkpoint(rt: runtime.Runtime, output_dir) -> Optional[Path]:
     found = latest_checkpoint(output_dir) if rt.is_main else None
     step = runtime.broadcast_int(rt, int(_STEP_DIR.match(found.name).group(1)) if found else -1)
     return None if step < 0 else checkpoints_dir(output_dir) / f"step_{step:08d}"
+
+
+def remove_stale_temporaries(output_dir) -> None:
+    """Remove what a killed run left half-written: ``checkpoints/.tmp_step_*`` and the output
+    directory's ``.tmp_*`` (outputs are renamed into place when complete)."""
+    for root in (Path(output_dir), checkpoints_dir(output_dir)):
+        if root.is_dir():
+            for stale in root.glob(_TMP_PREFIX + "*"):
+                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
+def _check_json(path: Path) -> None:
+    try:
+        json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"{path.parent}: {path.name} is not readable JSON ({err}); the checkpoint is broken") from err
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header parses and the file is as long as the header says (a truncated file is not)."""
+    def broken(why):
+        return CheckpointError(f"{path.parent}: {path.name} is {why}; the checkpoint is broken")
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise broken(f"truncated ({size} bytes)")
+        (length,) = struct.unpack("<Q", head)
+        if 8 + length > size:
+            raise broken(f"truncated (its header wants {8 + length} bytes, the file has {size})")
+        try:
+            header = json.loads(f.read(length))
+        except ValueError as err:
+            raise broken(f"not safetensors (header: {err})") from err
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + length + end != size:
+        raise broken(f"truncated (its header wants {8 + length + end} bytes, the file has {size})")
+
+
+def check_checkpoint(directory, rank: int = 0) -> None:
+    """Raise ``CheckpointError`` naming the directory and the broken file unless ``directory``
+    is a complete checkpoint: every file present, the JSON files parse, the safetensors files
+    are whole (header complete, as long as it says)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such checkpoint directory")
+    if not any(directory.iterdir()):
+        raise CheckpointError(f"{directory}: the checkpoint directory is empty")
+    tensors = [WEIGHTS, OPTIMIZER_TENSORS]
+    texts = [STATE, OPTIMIZER_SCALARS]
+    if not (directory / OPTIMIZER_TENSORS).exists() and (directory / PICKLED_OPTIMIZER).exists():
+        tensors, texts = [WEIGHTS], [STATE]  # an earlier version's checkpoint: see load_optimizer_state
+    for name in tensors + texts:
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory}: {name} is missing; the checkpoint is incomplete")
+    for name in tensors:
+        _check_safetensors(directory / name)
+    for name in texts:
+        _check_json(directory / name)
+    if (directory / RNG_FILE.format(rank=rank)).is_file():
+        _check_json(directory / RNG_FILE.format(rank=rank))
 
 
 def _rename_optimizer_state(state: dict, mapping: dict) -> dict:
@@ -84,30 +201,36 @@ def _unique_to_structured(model) -> dict:
 
 def save_checkpoint(rt: runtime.Runtime, output_dir, step: int, model, tokenizer, optimizer, state: dict,
                     keep: int, scaler=None) -> Path:
-    """Write a checkpoint (collective: every rank calls it)."""
+    """Write a checkpoint (collective: every rank calls it). A failed write raises
+    ``CheckpointError`` naming the file; the half-written temporary is removed."""
     root = checkpoints_dir(output_dir)
     final = root / f"step_{step:08d}"
-    tmp = root / f".tmp_step_{step:08d}"
-    if rt.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    rt.barrier()
-    save_rng_state(rt, tmp)
-    if rt.is_main:
-        save_weights(model, tmp)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp))
-        opt_state = {"optimizer": _rename_optimizer_state(optimizer.state_dict(), _unique_to_structured(model))}
-        if scaler is not None:
-            opt_state["scaler"] = scaler.state_dict()
-        paddle.save(opt_state, str(tmp / "optimizer.pdopt"))
-    rt.barrier()
-    if rt.is_main:
-        (tmp / STATE).write_text(json.dumps(dict(state, step=step), indent=1))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        for old in list_checkpoints(output_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+    tmp = root / f"{_TMP_PREFIX}step_{step:08d}"
+    try:
+        with writing(tmp):
+            if rt.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            rt.barrier()
+            save_rng_state(rt, tmp)
+            if rt.is_main:
+                save_weights(model, tmp)
+                crash_point("checkpoint", step, rt.rank)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(str(tmp))
+                save_optimizer_state(tmp, optimizer, model, scaler)
+            rt.barrier()
+            if rt.is_main:
+                (tmp / STATE).write_text(json.dumps(dict(state, step=step), indent=1))
+                shutil.rmtree(final, ignore_errors=True)
+                tmp.rename(final)
+                crash_point("renamed", step, rt.rank)
+                for old in list_checkpoints(output_dir)[:-keep]:
+                    shutil.rmtree(old, ignore_errors=True)
+    except CheckpointError:
+        if rt.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     rt.barrier()
     return final
 
@@ -120,28 +243,34 @@ def save_weights(model, directory: Path) -> None:
     else:
         from safetensors.numpy import save_file
 
-        save_file({k: v.numpy() for k, v in model.state_dict().items()}, str(Path(directory) / "model.safetensors"))
+        save_file({k: v.numpy() for k, v in model.state_dict().items()}, str(Path(directory) / WEIGHTS))
 
 
 def save_pretrained_dir(directory, model, tokenizer, config, config_name: str) -> Path:
     """A stage's output model: ``save_pretrained`` (safetensors) + tokenizer + the resolved
-    config as ``config_name``, written under a temporary name and renamed when complete."""
+    config as ``config_name``, written under a temporary name and renamed when complete (a
+    failed write raises ``CheckpointError`` naming the file)."""
     from ernie_tiny.config import dump_config
 
     directory = Path(directory)
-    tmp = directory.with_name(f".tmp_{directory.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    dump_config(config, tmp / config_name)
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
+    tmp = directory.with_name(f"{_TMP_PREFIX}{directory.name}")
+    try:
+        with writing(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp))
+            dump_config(config, tmp / config_name)
+            shutil.rmtree(directory, ignore_errors=True)
+            tmp.rename(directory)
+    except CheckpointError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return directory
 
 
 def load_model_weights(model, directory) -> None:
     """Load ``save_pretrained`` safetensors weights into an existing model, strictly."""
-    weights = load_file(str(Path(directory) / "model.safetensors"))
+    weights = load_file(str(Path(directory) / WEIGHTS))
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
@@ -151,12 +280,77 @@ def load_model_weights(model, directory) -> None:
     model.set_state_dict({k: paddle.to_tensor(v) for k, v in weights.items()})
 
 
+def _split_tensors(tree: dict, prefix: str = "") -> tuple:
+    """A nested state dict -> ({'a/b': tensor}, the same tree without its tensors)."""
+    tensors, rest = {}, {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            inner, rest[key] = _split_tensors(value, f"{prefix}{key}/")
+            tensors.update(inner)
+        elif isinstance(value, (paddle.Tensor, np.ndarray)):
+            tensors[f"{prefix}{key}"] = value if isinstance(value, paddle.Tensor) else paddle.to_tensor(value)
+        else:
+            rest[key] = value.item() if isinstance(value, np.generic) else value
+    return tensors, rest
+
+
+def _join_tensors(tree: dict, tensors: dict) -> dict:
+    """The inverse of ``_split_tensors``: ``tensors`` put back into ``tree`` (in place)."""
+    for name, value in tensors.items():
+        *path, key = name.split("/")
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+        node[key] = value
+    return tree
+
+
+def save_optimizer_state(directory: Path, optimizer, model, scaler=None) -> None:
+    """The optimizer's state under the model's structured parameter names (and the loss
+    scaler's): its tensors as ``optimizer.safetensors``, every other value as ``optimizer.json``."""
+    from safetensors.paddle import save_file
+
+    state = {"optimizer": _rename_optimizer_state(optimizer.state_dict(), _unique_to_structured(model))}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    tensors, rest = _split_tensors(state)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / OPTIMIZER_TENSORS))
+    (directory / OPTIMIZER_SCALARS).write_text(json.dumps(rest, indent=1))
+
+
+def load_optimizer_state(directory: Path) -> dict:
+    """What ``save_optimizer_state`` wrote; an earlier version's ``optimizer.pdopt`` (pickle) only
+    when pickles are trusted (``pickle_trusted``)."""
+    if not (directory / OPTIMIZER_TENSORS).is_file():
+        path = directory / PICKLED_OPTIMIZER
+        _refuse_untrusted_pickle(path, "delete the checkpoint to start over")
+        print(f"{path}: unpickling the optimizer state (trusted: {TRUST_PICKLE_ENV}=1)", flush=True)
+        return paddle.load(str(path))
+    from safetensors.paddle import load_file as load_paddle_file
+
+    tensors = load_paddle_file(str(directory / OPTIMIZER_TENSORS), device=paddle.get_device())
+    state = _join_tensors(json.loads((directory / OPTIMIZER_SCALARS).read_text()), tensors)
+    if "scaler" in state:
+        state["scaler"] = {k: v.numpy() if isinstance(v, paddle.Tensor) else v for k, v in state["scaler"].items()}
+    return state
+
+
+def _refuse_untrusted_pickle(path: Path, otherwise: str) -> None:
+    if not pickle_trusted():
+        raise UntrustedPickleError(
+            f"{path}: this checkpoint of an earlier version keeps state as a pickle, which is no longer read by "
+            f"default (unpickling runs code from the file). If you trust the file, resume with "
+            f"{TRUST_PICKLE_ENV}=1; or {otherwise}.")
+
+
 def load_checkpoint(rt: runtime.Runtime, directory, model, optimizer, scaler=None) -> dict:
-    """Restore model, optimizer, scaler and this rank's RNG; return the trainer state."""
+    """Check the checkpoint (``check_checkpoint``), then restore model, optimizer, scaler and
+    this rank's RNG; return the trainer state."""
     directory = Path(directory)
+    check_checkpoint(directory, rt.rank)
     state = json.loads((directory / STATE).read_text())
     load_model_weights(model, directory)
-    opt_state = paddle.load(str(directory / "optimizer.pdopt"))
+    opt_state = load_optimizer_state(directory)
     structured_to_unique = {v: k for k, v in _unique_to_structured(model).items()}
     optimizer.set_state_dict(_rename_optimizer_state(opt_state["optimizer"], structured_to_unique))
     if scaler is not None and "scaler" in opt_state:
@@ -165,11 +359,6 @@ def load_checkpoint(rt: runtime.Runtime, directory, model, optimizer, scaler=Non
     if message and rt.is_main:
         print(message, flush=True)
     return state
-
-
-RNG_FILE = "rng_rank{rank}.json"
-PICKLED_RNG_FILE = "rng_rank{rank}.pkl"
-TRUST_PICKLE_ENV = "ERNIE_TINY_TRUST_PICKLED_RNG"
 
 
 def save_rng_state(rt: runtime.Runtime, directory) -> Path:
@@ -210,17 +399,13 @@ def _restore_pickled_rng_state(rt: runtime.Runtime, directory: Path) -> str:
     path = directory / PICKLED_RNG_FILE.format(rank=rt.rank)
     if not path.is_file():
         return f"{directory}: no random state for rank {rt.rank}; it starts from its seed"
-    if os.environ.get(TRUST_PICKLE_ENV) != "1":
-        raise RuntimeError(
-            f"{path}: this checkpoint keeps its random state as a pickle, which is no longer read by default "
-            f"(unpickling runs code from the file). If you trust the file, resume with {TRUST_PICKLE_ENV}=1; "
-            f"or delete the checkpoint's rng_rank*.pkl files to resume without its random state.")
+    _refuse_untrusted_pickle(path, "delete the checkpoint's rng_rank*.pkl files to resume without its random state")
     import pickle
     import random
 
-    import numpy as np
     from paddle.base import core
 
+    print(f"{path}: unpickling the random state (trusted: {TRUST_PICKLE_ENV}=1)", flush=True)
     with open(path, "rb") as f:
         state = pickle.load(f)  # trusted by the user, see above
     random.setstate(state["python"])

@@ -130,7 +130,11 @@ class Trainer:
         self.resumed_from: Optional[Path] = None
 
     def resume(self) -> int:
-        """Continue from ``Train.resume`` ('auto': the newest checkpoint in the output dir, as rank 0 sees it)."""
+        """Continue from ``Train.resume`` ('auto': the newest checkpoint in the output dir, as rank 0 sees it),
+        after removing what a killed run left half-written. A broken checkpoint raises
+        ``checkpoint.CheckpointError`` naming the file."""
+        if self.rt.is_main:
+            checkpoint.remove_stale_temporaries(self.output_dir)
         source = self.train.resume
         found = checkpoint.agreed_latest_checkpoint(self.rt, self.output_dir) if source == "auto" else (
             None if source == "never" else Path(source))
@@ -210,6 +214,7 @@ class Trainer:
                                             "tokens_per_second": speed})
                     window_start, window_steps, window_totals = time.time(), 0, {}
                 monitor.step(self.step, speed, shown)
+                checkpoint.crash_point("step", self.step, self.rt.rank)  # test-only, see its docstring
                 if self.step % train.save_every == 0 or self.step == train.max_steps:
                     self.save()
         finally:
