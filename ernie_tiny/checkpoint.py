@@ -33,6 +33,7 @@ from safetensors.numpy import load_file
 
 from ernie_tiny import runtime
 from ernie_tiny.config import ConfigError
+from ernie_tiny.errors import InputError
 
 STATE = "trainer_state.json"
 WEIGHTS = "model.safetensors"
@@ -48,9 +49,11 @@ _STEP_DIR = re.compile(r"^step_(\d{8})$")
 _TMP_PREFIX = ".tmp_"
 
 
-class CheckpointError(ConfigError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be loaded, or a checkpoint or output that cannot be written;
     the message names the directory and the file."""
+
+    what = "checkpoint error"
 
 
 class UntrustedPickleError(CheckpointError, RuntimeError):
