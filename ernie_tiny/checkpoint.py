@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import struct
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -34,6 +33,7 @@ from safetensors.numpy import load_file
 from ernie_tiny import runtime
 from ernie_tiny.config import ConfigError
 from ernie_tiny.errors import InputError
+from ernie_tiny.model_files import safetensors_problem
 
 STATE = "trainer_state.json"
 WEIGHTS = "model.safetensors"
@@ -129,25 +129,9 @@ def _check_json(path: Path) -> None:
 
 
 def _check_safetensors(path: Path) -> None:
-    """The header parses and the file is as long as the header says (a truncated file is not)."""
-    def broken(why):
-        return CheckpointError(f"{path.parent}: {path.name} is {why}; the checkpoint is broken")
-
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise broken(f"truncated ({size} bytes)")
-        (length,) = struct.unpack("<Q", head)
-        if 8 + length > size:
-            raise broken(f"truncated (its header wants {8 + length} bytes, the file has {size})")
-        try:
-            header = json.loads(f.read(length))
-        except ValueError as err:
-            raise broken(f"not safetensors (header: {err})") from err
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + length + end != size:
-        raise broken(f"truncated (its header wants {8 + length + end} bytes, the file has {size})")
+    problem = safetensors_problem(path)
+    if problem:
+        raise CheckpointError(f"{path.parent}: {path.name} is {problem}; the checkpoint is broken")
 
 
 def check_checkpoint(directory, rank: int = 0) -> None:

@@ -9,6 +9,7 @@ bug or an environment failure and keeps its traceback."""
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from typing import Dict, List, Tuple
 from ernie_tiny.config import load_config
 from ernie_tiny.errors import INPUT_ERROR_EXIT, InputError
 from ernie_tiny.runtime import configure_threads
+
+
+WRITE_FAILURES = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT, errno.EACCES}
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,14 @@ def run_stage(name: str, argv=None) -> int:
         run(config, config_file) if stage.pass_origin else run(config)
     except InputError as err:
         print(f"{err.what}:\n{err}", file=sys.stderr)
+        return INPUT_ERROR_EXIT
+    except OSError as err:
+        if err.errno not in WRITE_FAILURES:
+            raise
+        # a full disk, a file-size limit or a read-only directory, anywhere (logs, config.yaml,
+        # a best model): checkpoints already turn these into CheckpointError; earlier ones stay
+        print(f"write error:\n{err.filename or 'a file'}: cannot write ({err.strerror}); the run stopped, "
+              f"earlier checkpoints are kept", file=sys.stderr)
         return INPUT_ERROR_EXIT
     return 0
 

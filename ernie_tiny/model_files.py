@@ -69,26 +69,34 @@ def read_model_config(path) -> Dict:
     return config
 
 
-def check_safetensors(file: Path) -> None:
-    """A complete safetensors file: an 8-byte header length, that many bytes of JSON header, and
-    at least as many bytes of data as the largest tensor end offset."""
+def safetensors_problem(file: Path) -> Optional[str]:
+    """What is wrong with a safetensors file (None: nothing): it must hold an 8-byte header
+    length, that many bytes of JSON header, and at least as many bytes of data as the largest
+    tensor end offset. Model directories and checkpoints both check their weights with it."""
     size = file.stat().st_size
     with open(file, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise ModelFilesError(f"{file}: truncated ({size} bytes, not even the 8-byte header length)")
+            return f"truncated ({size} bytes, not even the 8-byte header length)"
         (length,) = struct.unpack("<Q", head)
         if 8 + length > size:
-            raise ModelFilesError(f"{file}: truncated ({size} bytes; its header alone needs {8 + length})")
+            return f"truncated ({size} bytes; its header alone needs {8 + length})"
         try:
             header = json.loads(f.read(length))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ModelFilesError(f"{file}: not a safetensors file (its header is not JSON)") from None
+            return "not a safetensors file (its header is not JSON)"
+    if not isinstance(header, dict):
+        return "not a safetensors file (its header is not a JSON object)"
     ends = [entry["data_offsets"][1] for name, entry in header.items()
             if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
     need = 8 + length + max(ends, default=0)
-    if size < need:
-        raise ModelFilesError(f"{file}: truncated ({size} bytes; its tensors need {need}); copy or write it again")
+    return f"truncated ({size} bytes; its tensors need {need})" if size < need else None
+
+
+def check_safetensors(file: Path) -> None:
+    problem = safetensors_problem(file)
+    if problem:
+        raise ModelFilesError(f"{file}: {problem}; copy or write it again")
 
 
 def check_weights(path: Path) -> None:

@@ -252,6 +252,39 @@ def test_an_unexpected_failure_keeps_its_traceback(monkeypatch, tmp_path):
         run_stage("broken", ["-c", str(DEMO / "distill.yaml"), "-o", f"Global.output_dir={tmp_path / 'out'}"])
 
 
+
+def _fails_writing(errno_name: str):
+    import errno
+    import os
+
+    def run(config):
+        code = getattr(errno, errno_name)
+        raise OSError(code, os.strerror(code), str(Path(config.Global.output_dir) / "train_log.jsonl"))
+    return run
+
+
+def fail_disk_full(config):
+    _fails_writing("ENOSPC")(config)
+
+
+def fail_not_found(config):
+    _fails_writing("ENOENT")(config)
+
+
+def test_a_write_failure_anywhere_is_one_message_and_any_other_os_error_keeps_its_traceback(
+        monkeypatch, tmp_path, capsys):
+    """A full disk (or file-size limit, read-only directory) wherever a stage writes: the file and
+    the reason, exit 2; an OSError that is not a failed write is a bug and raises."""
+    args = ["-c", str(DEMO / "distill.yaml"), "-o", f"Global.output_dir={tmp_path / 'out'}"]
+    for name in ("fail_disk_full", "fail_not_found"):
+        monkeypatch.setitem(STAGES, name, Stage("a stage that cannot write", "ernie_tiny.distill.schema:DistillConfig",
+                                                f"{__name__}:{name}", resume_flag=False))
+    assert run_stage("fail_disk_full", args) == INPUT_ERROR_EXIT
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'out' / 'train_log.jsonl'}: cannot write (No space left on device)" in err
+    with pytest.raises(FileNotFoundError):
+        run_stage("fail_not_found", args)
+
 # ---- what is accepted: a byte-order mark and CRLF line endings, everywhere text is read ----
 
 BOM = b"\xef\xbb\xbf"
