@@ -8,7 +8,7 @@ scaler's), ``rng_rank{r}.json`` per rank (its random state, plain JSON: see
 under a temporary name and renamed when complete, so a crash leaves either the whole
 checkpoint or none; older checkpoints beyond ``keep`` are removed. A checkpoint is checked
 before it is loaded (``check_checkpoint``), and a write that fails (disk full, read-only)
-stops the run naming the path; both raise ``CheckpointError``, a ``ConfigError`` (exit status 2).
+stops the run naming the path; both raise ``CheckpointError``, an ``InputError`` (exit status 2).
 
 Checkpoints of earlier versions hold pickles (``optimizer.pdopt``, ``rng_rank{r}.pkl``); those
 are read only when ``ERNIE_TINY_TRUST_PICKLE=1`` (or the older ``ERNIE_TINY_TRUST_PICKLED_RNG=1``)
@@ -31,7 +31,6 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from ernie_tiny import runtime
-from ernie_tiny.config import ConfigError
 from ernie_tiny.errors import InputError
 from ernie_tiny.model_files import safetensors_problem
 

@@ -19,7 +19,7 @@ from test_mtl import write_config as write_mtl_config
 from test_pretrain import write_config as write_pretrain_config
 
 from ernie_tiny import checkpoint, cli
-from ernie_tiny.config import ConfigError
+from ernie_tiny.errors import InputError
 from ernie_tiny.runtime import Runtime
 from ernie_tiny.schema import OptimizerSection
 from ernie_tiny.training import build_optimizer
@@ -224,7 +224,7 @@ def test_a_pickled_optimizer_of_an_earlier_version_is_read_only_when_trusted(tmp
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(checkpoint.UntrustedPickleError, match=f"resume with {checkpoint.TRUST_PICKLE_ENV}=1"):
         checkpoint.load_checkpoint(RANK0, path, *fresh_optimizer())
-    assert issubclass(checkpoint.UntrustedPickleError, ConfigError)
+    assert issubclass(checkpoint.UntrustedPickleError, InputError)
     monkeypatch.setenv(checkpoint.OLD_TRUST_PICKLE_ENV, "1")  # the earlier name still works
     again, restored = fresh_optimizer()
     checkpoint.load_checkpoint(RANK0, path, again, restored)
