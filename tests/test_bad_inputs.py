@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from config_files import write_model_dir
-from ernie_tiny.cli import (STAGES, Stage, distill_main, evaluate_main, pretrain_main, run_stage,
-                            train_teacher_main)
+from ernie_tiny.cli import distill_main, evaluate_main, pretrain_main, run_stage, train_teacher_main
 from ernie_tiny.config import load_config
 from ernie_tiny.data.corpus import iter_documents
+from ernie_tiny.stages import STAGES, Stage
 from ernie_tiny.distill.schema import DistillConfig
 from ernie_tiny.errors import INPUT_ERROR_EXIT
 from ernie_tiny.tasks.card import load_card
@@ -245,7 +245,7 @@ def test_the_tool_prints_one_message_and_no_traceback(tmp_path, tool, make_args,
 
 def test_an_unexpected_failure_keeps_its_traceback(monkeypatch, tmp_path):
     """Only InputError is turned into a message: a bug still raises."""
-    monkeypatch.setitem(STAGES, "broken", Stage("a stage whose run is not a function",
+    monkeypatch.setitem(STAGES, "broken", Stage("broken", "a stage whose run is not a function",
                                                 "ernie_tiny.distill.schema:DistillConfig",
                                                 "ernie_tiny.distill.schema:BUILTIN_SOURCES", resume_flag=False))
     with pytest.raises(TypeError):
@@ -277,7 +277,7 @@ def test_a_write_failure_anywhere_is_one_message_and_any_other_os_error_keeps_it
     the reason, exit 2; an OSError that is not a failed write is a bug and raises."""
     args = ["-c", str(DEMO / "distill.yaml"), "-o", f"Global.output_dir={tmp_path / 'out'}"]
     for name in ("fail_disk_full", "fail_not_found"):
-        monkeypatch.setitem(STAGES, name, Stage("a stage that cannot write", "ernie_tiny.distill.schema:DistillConfig",
+        monkeypatch.setitem(STAGES, name, Stage(name, "a stage that cannot write", "ernie_tiny.distill.schema:DistillConfig",
                                                 f"{__name__}:{name}", resume_flag=False))
     assert run_stage("fail_disk_full", args) == INPUT_ERROR_EXIT
     err = capsys.readouterr().err

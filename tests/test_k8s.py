@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ernie_tiny.cli import STAGES, load_object, parse_stage_args
+from ernie_tiny.cli import parse_stage_args
 from ernie_tiny.config import load_config
+from ernie_tiny.stages import stage as find_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -90,13 +91,13 @@ def test_command_line_parses_with_our_cli_and_its_config_validates(path, tmp_pat
     container = worker_container(job)
     _, script, script_args = split_command(container)
     assert script.startswith("tools/") and (ROOT / script).is_file()
-    stage = STAGES[Path(script).stem]
+    stage = find_stage(Path(script).stem)
     mount, shared = shared_mount(job), tmp_path / "shared"
     config_file, overrides = parse_stage_args(stage, [a.replace(mount, str(shared)) for a in script_args])
     assert (ROOT / config_file).is_file() and config_file.startswith("configs/")
     config_data = yaml.safe_load((ROOT / config_file).read_text(encoding="utf-8"))
     make_stand_ins(overrides)
-    config = load_config(load_object(stage.schema), ROOT / config_file, overrides)
+    config = load_config(stage.load_schema(), ROOT / config_file, overrides)
     assert Path(config.Global.output_dir).is_relative_to(shared)  # checkpoints on the shared volume
     assert config.Train.resume == "auto"  # every (re)start goes on from the newest checkpoint
     if hasattr(config.Data, "cache_dir"):
@@ -111,7 +112,7 @@ def test_command_line_parses_with_our_cli_and_its_config_validates(path, tmp_pat
 def test_the_distillation_job_reads_the_teacher_that_the_teacher_job_writes(tmp_path):
     def overrides_of(name):
         _, script, args = split_command(worker_container(load_job(K8S / name)))
-        return dict(o.split("=", 1) for o in parse_stage_args(STAGES[Path(script).stem], args)[1])
+        return dict(o.split("=", 1) for o in parse_stage_args(find_stage(Path(script).stem), args)[1])
 
     teacher_dir = overrides_of("teacher-paddlejob.yaml")["Global.output_dir"]
     assert overrides_of("distill-paddlejob.yaml")["Teacher.name_or_path"] == f"{teacher_dir}/teacher"

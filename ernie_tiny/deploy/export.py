@@ -172,14 +172,13 @@ def write_info(directory: Path, info: dict) -> None:
 def run(config: ExportConfig) -> Path:
     import paddle
     from paddlenlp.transformers import AutoTokenizer
-    from paddlenlp.utils.log import logger as paddlenlp_logger
 
+    from ernie_tiny import runtime
     from ernie_tiny.tasks.card import load_card
     from ernie_tiny.tasks.encode import encode
     from ernie_tiny.tasks.readers import read_split
 
-    paddlenlp_logger.set_level("WARNING")
-    paddle.set_device("cpu")
+    runtime.start_stage(config, join_group=False, device="cpu")  # exported and checked on CPU
     started = time.time()
     ex = config.Export
     task = task_info(config)

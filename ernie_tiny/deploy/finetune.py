@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 from ernie_tiny.config import dump_config
+from ernie_tiny.deploy.result import model_dir_of
 from ernie_tiny.deploy.schema import TASK_FILE, FinetuneConfig
 from ernie_tiny.files import write_text_atomically
 
@@ -34,9 +36,17 @@ def write_json(path: Path, data: dict) -> None:
     write_text_atomically(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
 
 
+RESULT_FILE = "result.json"  # task, metric, best_dev, best_step, steps, seconds, train/dev examples
+
+
+def read_result_file(output_dir) -> Optional[dict]:
+    """What ``run`` wrote to ``<output_dir>/result.json`` (None if there is none)."""
+    path = Path(output_dir) / RESULT_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def run(config: FinetuneConfig) -> Path:
     from paddlenlp.transformers import AutoTokenizer
-    from paddlenlp.utils.log import logger as paddlenlp_logger
 
     from ernie_tiny import runtime
     from ernie_tiny.finetune.trainer import FinetuneParams, finetune
@@ -44,9 +54,7 @@ def run(config: FinetuneConfig) -> Path:
     from ernie_tiny.tasks.encode import encode
     from ernie_tiny.tasks.readers import read_split
 
-    paddlenlp_logger.set_level("WARNING")
-    runtime.select_device(config.Global.device)
-    output_dir = Path(config.Global.output_dir)
+    _, output_dir = runtime.start_stage(config, join_group=False)
     output_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, output_dir / "config.yaml")
 
@@ -73,11 +81,11 @@ def run(config: FinetuneConfig) -> Path:
             log.write(json.dumps({"step": step, "loss": round(loss, 6), "dev": round(dev_score, 4)}) + "\n")
         print(f"step {step}: loss {loss:.4f}, dev {card.metric} {dev_score:.2f}", flush=True)
 
-    model_dir = output_dir / "model"
+    model_dir = model_dir_of(output_dir)
     result = finetune(config.Model.path, card, train.labels, train_features, dev_features, tokenizer.pad_token_id,
                       params, save_dir=model_dir, on_eval=on_eval, tokenizer=tokenizer)
     write_json(model_dir / TASK_FILE, task_info(card, train.labels, card_path(task.name), max_length))
-    write_json(output_dir / "result.json", {"task": card.name, "metric": card.metric, "best_dev": result.best_score,
+    write_json(output_dir / RESULT_FILE, {"task": card.name, "metric": card.metric, "best_dev": result.best_score,
                                             "best_step": result.best_step, "steps": result.steps,
                                             "seconds": round(result.seconds, 1), "train_examples": len(train_features),
                                             "dev_examples": len(dev_features)})

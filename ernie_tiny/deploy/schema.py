@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ernie_tiny.config import Section, is_planned
+from ernie_tiny.config import Section
 from ernie_tiny.schema import GlobalSection
 
 TASK_FILE = "task.json"  # written beside a finetuned model: card, labels, head, max length
@@ -21,7 +21,7 @@ class ModelPathSection(Section):
     path: str = Field(description="a PaddleNLP save_pretrained directory (weights, config.json, tokenizer files)")
 
     def check(self):
-        if is_planned(self.path):
+        if self.planned(self.path):
             return
         if not os.path.isdir(self.path):
             yield "path", f"{self.path!r}: no such directory"

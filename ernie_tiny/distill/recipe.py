@@ -17,6 +17,7 @@ from ernie_tiny.checkpoint import save_pretrained_dir
 from ernie_tiny.config import ConfigError, dump_config
 from ernie_tiny.data.prepare import prepare_corpus, prepare_tokenizer
 from ernie_tiny.data.sampler import ResumableBatchSampler
+from ernie_tiny.distill.result import STUDENTS_DIR, student_dir
 from ernie_tiny.distill.schema import DistillConfig, check_layers_and_heads
 from ernie_tiny.distill.step import StudentsQKV, make_micro_step
 from ernie_tiny.distill.teacher_engine import build_engine
@@ -24,7 +25,6 @@ from ernie_tiny.modeling import QKVExtractor, build_encoder, encoder_sizes
 from ernie_tiny.prefetch import Prefetcher
 from ernie_tiny.training import Trainer
 
-SINGLE_STUDENT_DIR, STUDENTS_DIR = "student", "students"
 
 
 def build_models(config: DistillConfig, tokenizer):
@@ -68,10 +68,9 @@ def save_students(output_dir: Path, students: dict, tokenizer, config: DistillCo
     """Each student in PaddleNLP format (safetensors), written atomically: ``student/`` for the
     single ``Student``, ``students/<name>/`` for ``Students``. Returns the folder."""
     if list(students) == [""]:
-        return save_pretrained_dir(output_dir / SINGLE_STUDENT_DIR, students[""], tokenizer, config,
-                                   "distill_config.yaml")
+        return save_pretrained_dir(student_dir(output_dir), students[""], tokenizer, config, "distill_config.yaml")
     for name, model in students.items():
-        save_pretrained_dir(output_dir / STUDENTS_DIR / name, model, tokenizer, config, "distill_config.yaml")
+        save_pretrained_dir(student_dir(output_dir, name), model, tokenizer, config, "distill_config.yaml")
     return output_dir / STUDENTS_DIR
 
 
@@ -134,4 +133,4 @@ def run(config: DistillConfig) -> Path:
         final = save_students(output_dir, students, tokenizer, config)
         print(f"student{'s' if groups else ''} written to {final}")
     rt.barrier()
-    return final or output_dir / (STUDENTS_DIR if groups else SINGLE_STUDENT_DIR)
+    return final or (output_dir / STUDENTS_DIR if groups else student_dir(output_dir))

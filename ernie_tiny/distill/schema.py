@@ -12,7 +12,7 @@ from typing import List, Literal, Optional
 from pydantic import Field
 
 from ernie_tiny import model_files
-from ernie_tiny.config import Section, is_planned
+from ernie_tiny.config import Section
 from ernie_tiny.schema import (BUILTIN_SOURCES, DataSection, GlobalSection, ModelSection, OptimizerSection,  # noqa: F401
                                TokenizerSection, TrainSection, check_model_fits)
 
@@ -75,7 +75,7 @@ class DistillConfig(Section):
     def tokenizer_vocab_size(self):
         """The tokenizer's size when its directory is known before loading (else None)."""
         teacher = self.Teacher.name_or_path
-        if self.Tokenizer.source == "teacher" and self.Teacher.is_directory() and not is_planned(teacher):
+        if self.Tokenizer.source == "teacher" and self.Teacher.is_directory() and not self.planned(teacher):
             return model_files.tokenizer_vocab_size(teacher)
         return self.Tokenizer.directory_vocab_size()
 
@@ -83,7 +83,7 @@ class DistillConfig(Section):
         """Every model has positions for ``Data.seq_len`` and embeddings for the tokenizer's tokens;
         a teacher directory that is the tokenizer has the tokenizer's files."""
         teacher = self.Teacher.name_or_path
-        if self.Tokenizer.source == "teacher" and self.Teacher.is_directory() and not is_planned(teacher) \
+        if self.Tokenizer.source == "teacher" and self.Teacher.is_directory() and not self.planned(teacher) \
                 and os.path.isdir(teacher):
             try:
                 model_files.check_tokenizer_dir(teacher)

@@ -78,6 +78,28 @@ def _duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
+RESULTS_CSV = "results.csv"
+
+
+def read_results(output_dir) -> List[TaskResult]:
+    """The rows ``write_csv`` wrote to ``<output_dir>/results.csv``, typed ([] if there is none)."""
+    path = Path(output_dir) / RESULTS_CSV
+    if not path.is_file():
+        return []
+    types = {name: field.type for name, field in TaskResult.__dataclass_fields__.items()}
+    with open(path, encoding="utf-8") as f:
+        return [TaskResult(**{key: _parse_cell(types[key], value) for key, value in row.items()})
+                for row in csv.DictReader(f)]
+
+
+def _parse_cell(kind: str, text: str):
+    if kind == "str":
+        return text
+    if text == "":
+        return None  # an Optional column left empty (std with one seed, no majority)
+    return int(text) if kind == "int" else float(text)
+
+
 def write_csv(results: Sequence[TaskResult], path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
@@ -251,7 +273,7 @@ def write_report(output_dir: Path, records: Sequence[dict], model: str,
     def replace(name: str, write) -> None:
         written.append(write_atomically(output_dir / name, write))
 
-    replace("results.csv", lambda p: write_csv(results, p))
+    replace(RESULTS_CSV, lambda p: write_csv(results, p))
     replace("results.md", lambda p: p.write_text(markdown(results, reference, groups), encoding="utf-8"))
     if with_chart and results:
         replace("results.png", lambda p: chart(results, reference, p, groups))

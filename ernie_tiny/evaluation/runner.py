@@ -244,18 +244,15 @@ def _wait_for(log: ResultsLog, keys: List[str], poll_seconds: float = 10.0) -> D
 def run(config: EvaluateConfig) -> Optional[List[Path]]:
     """The stage; bad task data or a damaged results file stop it (``InputError``) with the file
     and line, before the output directory is touched when it is the data."""
-    import paddle.distributed as dist
     from paddlenlp.transformers import AutoTokenizer
-    from paddlenlp.utils.log import logger as paddlenlp_logger
 
     from ernie_tiny import runtime
     from ernie_tiny.evaluation.report import write_report
 
-    paddlenlp_logger.set_level("ERROR")  # per-point "newly initialized classifier" notices drown the progress
-    rank, world = dist.get_rank(), dist.get_world_size()
-    device = runtime.select_device(config.Global.device)
-    runtime.seed_everything(config.Global.seed)
-    output_dir = Path(config.Global.output_dir)
+    # per-point "newly initialized classifier" notices drown the progress; the ranks share the
+    # grid through the file system (no process group)
+    rt, output_dir = runtime.start_stage(config, paddlenlp_log="ERROR", join_group=False)
+    rank, world, device = rt.rank, rt.world_size, rt.device
     log = ResultsLog(output_dir, rank, world)
     done = log.load()
     tokenizer = AutoTokenizer.from_pretrained(config.Model.path)

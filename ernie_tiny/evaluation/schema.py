@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 from pydantic import Field
 
 from ernie_tiny import model_files
-from ernie_tiny.config import Section, is_planned
+from ernie_tiny.config import Section
 from ernie_tiny.schema import GlobalSection, TaskSampleEntry, load_task_cards
 
 
@@ -31,7 +31,7 @@ class EvalModelSection(Section):
         return self.name or Path(self.path.rstrip("/\\")).name or self.path
 
     def check(self):
-        if model_files.is_local(self.path) and not is_planned(self.path):
+        if model_files.is_local(self.path) and not self.planned(self.path):
             try:
                 model_files.check_pretrained_dir(self.path)
             except model_files.ModelFilesError as err:

@@ -16,6 +16,7 @@ from typing import List
 
 from ernie_tiny.experiment.schema import ExperimentConfig
 from ernie_tiny.pipeline.steps import Step, flatten, run_steps, validate
+from ernie_tiny.stages import STAGES
 
 ARMS = {"vanilla": "pretrain", "mitkd": "teacher_mtl"}  # arm -> the step whose teacher it distils
 ARM_NAMES = {"vanilla": "MiniLMv2 (vanilla teacher)", "mitkd": "MITKD (multi-task teacher)"}
@@ -53,23 +54,26 @@ def plan(config: ExperimentConfig, origin: str = "") -> List[Step]:
     root = Path(config.Global.output_dir)
     seed = {"Global.seed": config.Global.seed} if config.Global.seed is not None else {}
     t = config.Teacher
+    def product(stage: str, output_dir: Path) -> str:
+        return str(STAGES[stage].product(output_dir))
+
     steps = [
         Step("pretrain", "pretrain", t.pretrain.config, root / "pretrain", flatten(t.pretrain.overrides),
              dict(seed), origin),
         Step("teacher_mtl", "teacher_mtl", t.teacher_mtl.config, root / "teacher_mtl", flatten(t.teacher_mtl.overrides),
-             {"Model.name_or_path": str(root / "pretrain" / "teacher"), **seed}, origin, after=("pretrain",)),
+             {"Model.name_or_path": product("pretrain", root / "pretrain"), **seed}, origin, after=("pretrain",)),
     ]
     for arm, source in ARMS.items():
         steps.append(Step(f"distill/{arm}", "distill", config.Distill.config, root / "distill" / arm,
                           flatten(config.Distill.overrides),
-                          {"Teacher.name_or_path": str(root / source / "teacher"), "Tokenizer.source": "teacher", **seed},
-                          origin, after=(source,)))
+                          {"Teacher.name_or_path": product(source, root / source), "Tokenizer.source": "teacher",
+                           **seed}, origin, after=(source,)))
     ev = config.Evaluation
     for name, tasks in task_sets(config):
         for arm in ARMS:
             steps.append(Step(f"evaluate/{name}/{arm}", "evaluate", ev.config, root / "evaluate" / name / arm,
                               flatten(ev.overrides),
-                              {"Model.path": str(root / "distill" / arm / "student"), "Model.name": ARM_NAMES[arm],
+                              {"Model.path": product("distill", root / "distill" / arm), "Model.name": ARM_NAMES[arm],
                                "Tasks": tasks, "Grid.seeds": list(ev.seeds), **seed},
                               origin, after=(f"distill/{arm}",)))
     return steps

@@ -5,7 +5,6 @@ claim.md, claim.csv and claim.png (each replaced whole)."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -13,7 +12,8 @@ from typing import Dict, List, Optional, Sequence
 from ernie_tiny.experiment.recipe import ARM_NAMES, ARMS, share_label, task_sets
 from ernie_tiny.experiment.schema import ExperimentConfig
 from ernie_tiny.files import write_atomically, write_text_atomically
-from ernie_tiny.pipeline.summary import read_log_lines
+from ernie_tiny.pipeline.steps import StepState
+from ernie_tiny.stages import STAGES
 
 COLUMNS = ["set", "task", "arm", "score", "std", "seeds", "majority", "metric", "train_examples", "dev_examples"]
 SET_TITLES = {"in_domain": "In-domain (tasks the multi-task teacher was finetuned on)",
@@ -21,19 +21,14 @@ SET_TITLES = {"in_domain": "In-domain (tasks the multi-task teacher was finetune
 
 
 def collect(root: Path, config: ExperimentConfig) -> List[dict]:
-    """One row per (set, task, arm) that has finished, from each evaluation's results.csv."""
+    """One row per (set, task, arm) that has finished, from each evaluation's result."""
     rows = []
     for set_name, _ in task_sets(config):
         for arm in ARMS:
-            path = root / "evaluate" / set_name / arm / "results.csv"
-            if not path.is_file():
-                continue
-            with open(path, encoding="utf-8") as f:
-                for r in csv.DictReader(f):
-                    rows.append({"set": set_name, "task": r["task"], "arm": arm, "score": float(r["score"]),
-                                 "std": float(r["std"]) if r["std"] else None, "seeds": int(r["seeds"]),
-                                 "majority": float(r["majority"]) if r["majority"] else None, "metric": r["metric"],
-                                 "train_examples": int(r["train_examples"]), "dev_examples": int(r["dev_examples"])})
+            result = STAGES["evaluate"].read_result(root / "evaluate" / set_name / arm)
+            for task in result.tasks if result else ():
+                rows.append({"set": set_name, "task": task.task, "arm": arm,
+                             **{key: getattr(task, key) for key in COLUMNS[3:]}})
     return rows
 
 
@@ -80,30 +75,28 @@ def _task_label(get: Dict, task: str) -> str:
 
 def _teacher_lines(root: Path) -> List[str]:
     lines = []
-    entries = read_log_lines(root / "pretrain" / "train_log.jsonl")
-    if entries:
-        lines.append(f"- Pretrained teacher (masked LM): loss {entries[0]['loss']:.2f} at step {entries[0]['step']} -> "
-                     f"{entries[-1]['loss']:.2f} at step {entries[-1]['step']}, masked-token accuracy "
-                     f"{100 * entries[-1].get('mlm_accuracy', 0):.1f}%.")
-    heads = root / "teacher_mtl" / "heads" / "heads.json"
-    if heads.is_file():
-        info = json.loads(heads.read_text(encoding="utf-8"))
-        lines.append(f"- Multi-task teacher, best dev (step {info['step']}) against the majority class: "
-                     + ", ".join(f"{n} {t['dev_score']:.1f} ({t['majority_baseline']:.1f})"
-                                 for n, t in info["tasks"].items()) + ".")
+    pretrain = STAGES["pretrain"].read_result(root / "pretrain")
+    if pretrain:
+        lines.append(f"- Pretrained teacher (masked LM): loss {pretrain.loss.first_loss:.2f} at step "
+                     f"{pretrain.loss.first['step']} -> {pretrain.loss.last_loss:.2f} at step "
+                     f"{pretrain.loss.last['step']}, masked-token accuracy {pretrain.mlm_accuracy:.1f}%.")
+    teacher = STAGES["teacher_mtl"].read_result(root / "teacher_mtl")
+    if teacher:
+        lines.append(f"- Multi-task teacher, best dev (step {teacher.step}) against the majority class: "
+                     + teacher.scores("{task} {dev:.1f} ({majority:.1f})") + ".")
     for arm in ARMS:
-        entries = read_log_lines(root / "distill" / arm / "train_log.jsonl")
-        if entries:
-            lines.append(f"- Distillation, {ARM_NAMES[arm]}: relation loss {entries[0]['loss']:.4f} at step "
-                         f"{entries[0]['step']} -> {entries[-1]['loss']:.4f} at step {entries[-1]['step']}.")
+        distill = STAGES["distill"].read_result(root / "distill" / arm)
+        if distill:
+            lines.append(f"- Distillation, {ARM_NAMES[arm]}: relation loss {distill.loss.first_loss:.4f} at step "
+                         f"{distill.loss.first['step']} -> {distill.loss.last_loss:.4f} at step "
+                         f"{distill.loss.last['step']}.")
     return lines
 
 
 def _step_lines(root: Path) -> List[str]:
-    path = root / "steps_state.json"
-    if not path.is_file():
+    steps = StepState(root).steps
+    if not steps:
         return []
-    steps = json.loads(path.read_text(encoding="utf-8"))["steps"]
     lines = ["| step | finished | wall time |", "|---|---|---:|"]
     total = 0.0
     for name, record in steps.items():

@@ -29,6 +29,7 @@ import paddle
 import paddle.nn as nn
 from paddlenlp.transformers import ErnieModel
 
+from ernie_tiny.mtl.result import HEADS_DIR, TEACHER_DIR
 from ernie_tiny.tasks.encode import IGNORE
 
 HEADS_JSON = "heads.json"
@@ -95,6 +96,11 @@ def save_heads(model: MultiTaskModel, directory: Path, info: dict) -> None:
     (directory / HEADS_JSON).write_text(json.dumps(info, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
+def read_heads_info(heads_dir) -> dict:
+    """The ``info`` that ``save_heads`` wrote to ``<heads_dir>/heads.json``."""
+    return json.loads((Path(heads_dir) / HEADS_JSON).read_text(encoding="utf-8"))
+
+
 def load_task_model(output_dir, task: str):
     """A PaddleNLP ``AutoModelFor{Sequence,Token}Classification`` over ``<output_dir>/teacher``
     with ``task``'s trained head from ``<output_dir>/heads``: the teacher as one task's model."""
@@ -102,14 +108,14 @@ def load_task_model(output_dir, task: str):
     from safetensors.numpy import load_file
 
     output_dir = Path(output_dir)
-    info = json.loads((output_dir / "heads" / HEADS_JSON).read_text(encoding="utf-8"))
+    info = read_heads_info(output_dir / HEADS_DIR)
     if task not in info["tasks"]:
-        raise KeyError(f"no head for task {task!r} in {output_dir / 'heads'} (heads: {', '.join(info['tasks'])})")
+        raise KeyError(f"no head for task {task!r} in {output_dir / HEADS_DIR} (heads: {', '.join(info['tasks'])})")
     head = info["tasks"][task]
     auto = AutoModelForTokenClassification if head["head"] == "token" else AutoModelForSequenceClassification
-    model = auto.from_pretrained(str(output_dir / "teacher"), num_classes=len(head["labels"]),
+    model = auto.from_pretrained(str(output_dir / TEACHER_DIR), num_classes=len(head["labels"]),
                                  classifier_dropout=head["dropout"])
-    weights = load_file(str(output_dir / "heads" / HEADS_WEIGHTS))
+    weights = load_file(str(output_dir / HEADS_DIR / HEADS_WEIGHTS))
     model.classifier.set_state_dict({"weight": paddle.to_tensor(weights[f"{task}.classifier.weight"]),
                                      "bias": paddle.to_tensor(weights[f"{task}.classifier.bias"])})
     model.eval()

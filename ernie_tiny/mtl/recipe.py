@@ -26,6 +26,7 @@ from ernie_tiny.config import dump_config
 from ernie_tiny.data.sampler import ResumableBatchSampler
 from ernie_tiny.finetune.trainer import evaluate
 from ernie_tiny.mtl.model import MultiTaskModel, save_heads, task_loss
+from ernie_tiny.mtl.result import HEADS_DIR, TEACHER_DIR
 from ernie_tiny.mtl.sampling import MultiTaskBatches, TaskSchedule
 from ernie_tiny.mtl.schema import TaskEntry, TeacherMTLConfig
 from ernie_tiny.prefetch import Prefetcher
@@ -87,13 +88,13 @@ def heads_info(tasks: List[TaskData], scores: Dict[str, float], baselines: Dict[
 
 def save_best(output_dir: Path, model: MultiTaskModel, tokenizer, config: TeacherMTLConfig, info: dict) -> None:
     """``teacher/`` and ``heads/``, each written under a temporary name and then renamed."""
-    parts = {"teacher": output_dir / ".tmp_teacher", "heads": output_dir / ".tmp_heads"}
+    parts = {TEACHER_DIR: output_dir / ".tmp_teacher", HEADS_DIR: output_dir / ".tmp_heads"}
     for tmp in parts.values():
         shutil.rmtree(tmp, ignore_errors=True)
-    model.ernie.save_pretrained(str(parts["teacher"]), safe_serialization=True)
-    tokenizer.save_pretrained(str(parts["teacher"]))
-    dump_config(config, parts["teacher"] / "teacher_mtl_config.yaml")
-    save_heads(model, parts["heads"], info)
+    model.ernie.save_pretrained(str(parts[TEACHER_DIR]), safe_serialization=True)
+    tokenizer.save_pretrained(str(parts[TEACHER_DIR]))
+    dump_config(config, parts[TEACHER_DIR] / "teacher_mtl_config.yaml")
+    save_heads(model, parts[HEADS_DIR], info)
     for name, tmp in parts.items():
         shutil.rmtree(output_dir / name, ignore_errors=True)
         tmp.rename(output_dir / name)
@@ -186,6 +187,6 @@ def run(config: TeacherMTLConfig) -> Path:
     if rt.is_main and best:
         print(f"best mean dev score {best['mean_dev_score']:.2f} at step {best['step']}: "
               + ", ".join(f"{k} {v:.2f} (majority baseline {baselines[k]:.2f})" for k, v in best["scores"].items()))
-        print(f"teacher written to {output_dir / 'teacher'} (heads: {output_dir / 'heads'})")
+        print(f"teacher written to {output_dir / TEACHER_DIR} (heads: {output_dir / HEADS_DIR})")
     rt.barrier()
-    return output_dir / "teacher"
+    return output_dir / TEACHER_DIR

@@ -14,7 +14,7 @@ from typing import List, Literal
 from pydantic import Field
 
 from ernie_tiny import model_files
-from ernie_tiny.config import Section, is_planned
+from ernie_tiny.config import Section
 from ernie_tiny.schema import (GlobalSection, ModelSection, OptimizerSection, TaskSampleEntry, TrainSection,
                                load_task_cards)
 from ernie_tiny.tasks.card import TaskCard, load_card
@@ -64,7 +64,7 @@ class TeacherMTLConfig(Section):
         if not self.Model.name_or_path:
             yield "Model.name_or_path", ("required: the encoder to finetune, a PaddleNLP name "
                                          "(ernie-3.0-xbase-zh) or a save_pretrained directory with its tokenizer")
-        elif self.Model.is_directory() and not is_planned(self.Model.name_or_path) \
+        elif self.Model.is_directory() and not self.planned(self.Model.name_or_path) \
                 and os.path.isdir(self.Model.name_or_path):
             try:
                 model_files.check_pretrained_dir(self.Model.name_or_path)  # the tokenizer is read from there too

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ernie_tiny.pipeline.schema import PipelineConfig
-from ernie_tiny.pipeline.steps import STAGES, Step, flatten, run_steps, validate
+from ernie_tiny.pipeline.steps import Step, flatten, run_steps, validate
 from ernie_tiny.pipeline.summary import summary_markdown, summary_text
+from ernie_tiny.stages import STAGES
 
 
 def plan(config: PipelineConfig, origin: str = "") -> List[Step]:
@@ -20,7 +21,7 @@ def plan(config: PipelineConfig, origin: str = "") -> List[Step]:
 
     def feed(source: str, target: str, key: str, extra: Optional[Dict] = None) -> None:
         """``target`` reads ``source``'s product through its config key ``key``."""
-        wired[target].update({key: str(root / source / STAGES[source].product), **(extra or {})})
+        wired[target].update({key: str(STAGES[source].product(root / source)), **(extra or {})})
         after[target].append(source)
 
     teacher = None

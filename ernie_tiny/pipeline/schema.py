@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional
 
+import pydantic
 from pydantic import Field
 
 from ernie_tiny.config import Section
-
-STAGE_ORDER = ("pretrain", "teacher_mtl", "distill", "evaluate", "finetune", "export")
+from ernie_tiny.stages import PIPELINE_STAGES
 
 
 class StageEntry(Section):
@@ -40,22 +40,20 @@ class PipelineGlobal(Section):
     num_threads: int = Field(0, ge=0, description="CPU threads; 0 = all cores")
 
 
-class PipelineStages(Section):
-    pretrain: Optional[StageEntry] = None
-    teacher_mtl: Optional[StageEntry] = None
-    distill: Optional[StageEntry] = None
-    evaluate: Optional[StageEntry] = None
-    finetune: Optional[StageEntry] = None
-    export: Optional[StageEntry] = None
-
+class _StagesBase(Section):
     def present(self):
-        return [name for name in STAGE_ORDER if getattr(self, name) is not None]
+        return [name for name in PIPELINE_STAGES if getattr(self, name) is not None]
 
     def check(self):
         if not self.present():
-            yield "pretrain", "no stage is configured: give at least one of " + ", ".join(STAGE_ORDER)
+            yield PIPELINE_STAGES[0], "no stage is configured: give at least one of " + ", ".join(PIPELINE_STAGES)
         if self.export is not None and self.finetune is None:
             yield "export", "exports the finetune stage's model: configure Stages.finetune too"
+
+
+# one optional entry per stage of the registry, in its order
+PipelineStages = pydantic.create_model("PipelineStages", __base__=_StagesBase,
+                                       **{name: (Optional[StageEntry], None) for name in PIPELINE_STAGES})
 
 
 class PipelineConfig(Section):

@@ -14,7 +14,6 @@ whose outputs feed later steps; this module runs such a list:
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -23,35 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ernie_tiny.config import ConfigError, dump_config, load_config, plan_model_sizes, planned_outputs
+from ernie_tiny.config import NO_PLAN, ConfigError, Plan, dump_config, load_config
 from ernie_tiny.files import write_text_atomically
+from ernie_tiny.stages import STAGES
 
-
-@dataclass(frozen=True)
-class StageKind:
-    """One stage tool: its config schema, its entry point, and the sub-directory of its output
-    that the next stage reads ('' = nothing is read from it)."""
-
-    schema: str
-    run: str
-    product: str
-
-
-STAGES: Dict[str, StageKind] = {
-    "pretrain": StageKind("ernie_tiny.pretrain.schema:PretrainConfig", "ernie_tiny.pretrain.recipe:run", "teacher"),
-    "teacher_mtl": StageKind("ernie_tiny.mtl.schema:TeacherMTLConfig", "ernie_tiny.mtl.recipe:run", "teacher"),
-    "distill": StageKind("ernie_tiny.distill.schema:DistillConfig", "ernie_tiny.distill.recipe:run", "student"),
-    "evaluate": StageKind("ernie_tiny.evaluation.schema:EvaluateConfig", "ernie_tiny.evaluation.runner:run", ""),
-    "finetune": StageKind("ernie_tiny.deploy.schema:FinetuneConfig", "ernie_tiny.deploy.finetune:run", "model"),
-    "export": StageKind("ernie_tiny.deploy.schema:ExportConfig", "ernie_tiny.deploy.export:run", ""),
-}
 
 STATE_FILE = "steps_state.json"
-
-
-def _load(path: str):
-    module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def flatten(mapping: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -74,7 +50,7 @@ def override_text(key: str, value: Any) -> str:
 @dataclass
 class Step:
     name: str                      # unique in its list: 'distill', 'evaluate/mitkd/held_out'
-    stage: str                     # a key of STAGES
+    stage: str                     # a key of ernie_tiny.stages.STAGES
     config: str                    # the stage's YAML config
     output_dir: Path
     overrides: Dict[str, Any] = field(default_factory=dict)  # dotted key -> value, from the user's config
@@ -86,20 +62,20 @@ class Step:
 
     @property
     def product(self) -> Path:
-        sub = STAGES[self.stage].product
-        return self.output_dir / sub if sub else self.output_dir
+        return STAGES[self.stage].product(self.output_dir)
 
     def override_list(self) -> List[str]:
         return [override_text(k, v) for k, v in {**self.overrides, **self.wired, "Global.output_dir": str(self.output_dir)}.items()]
 
-    def load(self):
-        """Validate this step's config (ConfigError names the step, the file and the key)."""
+    def load(self, plan: Plan = NO_PLAN):
+        """Validate this step's config (ConfigError names the step, the file and the key); ``plan``:
+        what earlier steps will write (see ``validate``)."""
         clash = sorted(set(self.overrides) & (set(self.wired) | {"Global.output_dir"}))
         if clash:
             raise ConfigError(f"{self.origin or self.config}: step {self.name}: {', '.join(clash)} is set by the "
                               f"plan (an earlier step's output, or this step's directory); remove the override")
         try:
-            return load_config(_load(STAGES[self.stage].schema), self.config, self.override_list())
+            return load_config(STAGES[self.stage].load_schema(), self.config, self.override_list(), plan)
         except ConfigError as err:
             where = f" (overrides from {self.origin})" if self.origin and self.overrides else ""
             raise ConfigError(f"step {self.name}: {self.config}{where}:\n{err}") from None
@@ -119,20 +95,20 @@ def validate(steps: Sequence[Step]) -> None:
         raise ValueError(f"step names repeat: {names}")
     fingerprints: Dict[str, str] = {}
     problems = []
-    with planned_outputs([s.output_dir for s in steps]):
-        for step in steps:
-            try:
-                step.resolved = step.load()
-            except ConfigError as err:
-                problems.append(str(err))
-                continue
-            text = json.dumps(step.resolved.model_dump(mode="json"), sort_keys=True)
-            upstream = "".join(fingerprints.get(name, "") for name in step.after)
-            step.fingerprint = hashlib.sha256((step.stage + text + upstream).encode()).hexdigest()[:16]
-            fingerprints[step.name] = step.fingerprint
-            model = getattr(step.resolved, "Model", None)
-            if step.stage in ("pretrain", "teacher_mtl") and model is not None:
-                plan_model_sizes(str(step.product), model.sizes())  # later steps check layers and heads now
+    plan = Plan.of([s.output_dir for s in steps])
+    for step in steps:
+        try:
+            step.resolved = step.load(plan)
+        except ConfigError as err:
+            problems.append(str(err))
+            continue
+        text = json.dumps(step.resolved.model_dump(mode="json"), sort_keys=True)
+        upstream = "".join(fingerprints.get(name, "") for name in step.after)
+        step.fingerprint = hashlib.sha256((step.stage + text + upstream).encode()).hexdigest()[:16]
+        fingerprints[step.name] = step.fingerprint
+        model = getattr(step.resolved, "Model", None)
+        if callable(getattr(model, "sizes", None)):  # a stage that makes an encoder (pretrain, teacher_mtl)
+            plan = plan.with_model_sizes(str(step.product), model.sizes())  # later steps check layers and heads now
     if problems:
         raise ConfigError("\n".join(problems))
 
@@ -195,7 +171,7 @@ def run_steps(steps: Sequence[Step], root: Path, title: str = "pipeline") -> Lis
         dump_config(config, step.output_dir / "step_config.yaml")
         state.set(step.name, fingerprint=step.fingerprint, complete=False, stage=step.stage, inputs=inputs)
         started = time.time()
-        _load(STAGES[step.stage].run)(config)
+        STAGES[step.stage].load_run()(config)
         seconds = time.time() - started
         state.set(step.name, fingerprint=step.fingerprint, complete=True, stage=step.stage, seconds=round(seconds, 1),
                   finished_at=time.time(), inputs=inputs)

@@ -30,6 +30,7 @@ from ernie_tiny.data.sampler import ResumableBatchSampler
 from ernie_tiny.modeling import additive_attention_mask, encoder_config
 from ernie_tiny.pretrain.masking import IGNORE_INDEX, Masker, batch_rng
 from ernie_tiny.prefetch import Prefetcher
+from ernie_tiny.pretrain.result import MLM_DIR, PretrainResult
 from ernie_tiny.pretrain.schema import PretrainConfig
 from ernie_tiny.training import Trainer, read_scalars
 
@@ -140,7 +141,7 @@ def run(config: PretrainConfig) -> Path:
         f"world size {rt.world_size}, device {rt.device}"))
     batches.close()
     trainer.check_ranks_in_sync(seen[0] if seen else 0.0)
-    teacher = output_dir / "teacher"
+    teacher = PretrainResult.product(output_dir)
     if rt.is_main:
         spread = hidden_state_spread(model.ernie, corpus.batch(np.arange(min(8, len(corpus)))))
         print(f"hidden-state spread over tokens: {spread:.3g} (collapsed below {COLLAPSE_SPREAD:g})")
@@ -148,8 +149,8 @@ def run(config: PretrainConfig) -> Path:
             print(f"WARNING: the encoder collapsed: its hidden states barely depend on the input (spread "
                   f"{spread:.2g}), so finetuning it will stay at the majority class. Lower Optimizer.lr or raise "
                   f"Optimizer.warmup_ratio, and pretrain again.", flush=True)
-        save_pretrained_dir(output_dir / "mlm", model, tokenizer, config, "pretrain_config.yaml")
+        save_pretrained_dir(output_dir / MLM_DIR, model, tokenizer, config, "pretrain_config.yaml")
         save_pretrained_dir(teacher, model.ernie, tokenizer, config, "pretrain_config.yaml")
-        print(f"encoder (the teacher) written to {teacher}; encoder + MLM head to {output_dir / 'mlm'}")
+        print(f"encoder (the teacher) written to {teacher}; encoder + MLM head to {output_dir / MLM_DIR}")
     rt.barrier()
     return teacher

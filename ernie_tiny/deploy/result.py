@@ -1,0 +1,62 @@
+"""What the finetune and export stages leave behind: their products (``model/``; the inference
+directory itself) and their typed results, read through the modules that write ``result.json``
+and ``deploy.json``. No Paddle import."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+MODEL_DIR = "model"  # the finetuned model + tokenizer + task.json: what the export reads
+
+
+def model_dir_of(output_dir) -> Path:
+    return Path(output_dir) / MODEL_DIR
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    task: str
+    metric: str
+    best_dev: float
+    best_step: int
+    steps: int
+
+    @staticmethod
+    def product(output_dir) -> Path:
+        return model_dir_of(output_dir)
+
+    @classmethod
+    def read(cls, output_dir) -> Optional["FinetuneResult"]:
+        from ernie_tiny.deploy.finetune import read_result_file
+
+        r = read_result_file(output_dir)
+        return cls(r["task"], r["metric"], r["best_dev"], r["best_step"], r["steps"]) if r else None
+
+    def headline(self) -> str:
+        return f"{self.task}: best dev {self.metric} {self.best_dev:.1f} at step {self.best_step} of {self.steps}"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    paddle_max_abs_diff: float          # Paddle Inference against eager
+    int8: Optional[dict] = None         # metric, int8 and fp32 dev scores (None without Export.int8)
+
+    @staticmethod
+    def product(output_dir) -> Path:
+        return Path(output_dir)
+
+    @classmethod
+    def read(cls, output_dir) -> Optional["ExportResult"]:
+        from ernie_tiny.deploy.inference_dir import DEPLOY_FILE, read_deploy_info
+
+        if not (Path(output_dir) / DEPLOY_FILE).is_file():
+            return None
+        info = read_deploy_info(output_dir)
+        return cls(info["checks"]["paddle_inference"]["max_abs_diff"], info.get("int8"))
+
+    def headline(self) -> str:
+        parts = [f"Paddle Inference max abs diff {self.paddle_max_abs_diff:.1e}"]
+        if self.int8:
+            parts.append(f"int8 dev {self.int8['metric']} {self.int8['int8']:.1f} vs fp32 {self.int8['fp32']:.1f}")
+        return ", ".join(parts)

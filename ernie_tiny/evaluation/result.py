@@ -1,0 +1,31 @@
+"""What the evaluation stage leaves behind: its output directory is its product, and its typed
+result is the rows of ``results.csv``, read through the module that writes them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from ernie_tiny.evaluation.report import TaskResult, read_results
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    tasks: List[TaskResult]
+
+    @staticmethod
+    def product(output_dir) -> Path:
+        return Path(output_dir)
+
+    @classmethod
+    def read(cls, output_dir) -> Optional["EvaluateResult"]:
+        rows = read_results(output_dir)
+        return cls(rows) if rows else None
+
+    def headline(self) -> str:
+        parts = []
+        for r in self.tasks:
+            std = f" ± {r.std:.1f}" if r.std is not None else ""
+            majority = f" (majority {r.majority:.1f})" if r.majority is not None else ""
+            parts.append(f"{r.task} {r.score:.1f}{std}{majority}")
+        return "dev: " + ", ".join(parts)

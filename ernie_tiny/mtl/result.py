@@ -1,0 +1,37 @@
+"""What the multi-task teacher stage leaves behind: its product (``teacher/``, the encoder the
+distillation reads), the task heads (``heads/``) and its typed result, read from ``heads.json``
+through the module that writes it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+TEACHER_DIR, HEADS_DIR = "teacher", "heads"
+
+
+@dataclass(frozen=True)
+class TeacherMTLResult:
+    step: int                                # of the best dev score
+    tasks: Dict[str, Tuple[float, float]]    # task -> (dev score, majority-class score)
+
+    @staticmethod
+    def product(output_dir) -> Path:
+        return Path(output_dir) / TEACHER_DIR
+
+    @classmethod
+    def read(cls, output_dir) -> Optional["TeacherMTLResult"]:
+        heads = Path(output_dir) / HEADS_DIR
+        if not heads.is_dir():
+            return None
+        from ernie_tiny.mtl.model import read_heads_info  # (imports Paddle)
+
+        info = read_heads_info(heads)
+        return cls(info["step"], {name: (t["dev_score"], t["majority_baseline"]) for name, t in info["tasks"].items()})
+
+    def scores(self, template: str = "{task} {dev:.1f} (majority {majority:.1f})") -> str:
+        return ", ".join(template.format(task=name, dev=dev, majority=majority)
+                         for name, (dev, majority) in self.tasks.items())
+
+    def headline(self) -> str:
+        return f"best dev at step {self.step}: {self.scores()}"
