@@ -63,7 +63,8 @@ setup(
         "console_scripts": [
             "ernie-tiny-distill=ernie_tiny.cli:distill_main",
             "ernie-tiny-pretrain=ernie_tiny.cli:pretrain_main",
-            "ernie-tiny-train-teacher=ernie_tiny.cli:train_teacher_main",
+            "ernie-tiny-teacher-mtl=ernie_tiny.cli:teacher_mtl_main",
+            "ernie-tiny-train-teacher=ernie_tiny.cli:teacher_mtl_main",  # the old name
             "ernie-tiny-evaluate=ernie_tiny.cli:evaluate_main",
             "ernie-tiny-finetune=ernie_tiny.cli:finetune_main",
             "ernie-tiny-export=ernie_tiny.cli:export_main",

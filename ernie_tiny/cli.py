@@ -75,8 +75,6 @@ def teacher_mtl_main(argv=None) -> int:
     return run_stage("teacher_mtl", argv)
 
 
-train_teacher_main = teacher_mtl_main  # the old name of tools/train_teacher.py and ernie-tiny-train-teacher
-
 
 def distill_main(argv=None) -> int:
     return run_stage("distill", argv)

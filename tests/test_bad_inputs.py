@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from config_files import write_model_dir
-from ernie_tiny.cli import distill_main, evaluate_main, pretrain_main, run_stage, train_teacher_main
+from ernie_tiny.cli import distill_main, evaluate_main, pretrain_main, run_stage, teacher_mtl_main
 from ernie_tiny.config import load_config
 from ernie_tiny.data.corpus import iter_documents
 from ernie_tiny.stages import STAGES, Stage
@@ -187,7 +187,7 @@ def evaluate_truncated_model_case(tmp_path, model):
 
 def mtl_small_task_case(tmp_path, model):
     tasks = json.dumps([{"card": "pd_entity_type", "max_train_examples": 3, "max_dev_examples": 4, "max_length": 32}])
-    return train_teacher_main, ["-c", str(DEMO / "teacher_mtl.yaml"), "-o", f"Model.name_or_path={model}",
+    return teacher_mtl_main, ["-c", str(DEMO / "teacher_mtl.yaml"), "-o", f"Model.name_or_path={model}",
                                 "-o", f"Global.output_dir={tmp_path / 'out'}", "-o", f"Tasks={tasks}",
                                 "-o", "Train.batch_size=4"], \
         ["Tasks.0 (pd_entity_type): 3 train examples, fewer than one batch", "Train.batch_size"]

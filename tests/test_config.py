@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from config_files import write_model_dir
-from ernie_tiny.config import ConfigError, dump_config, load_config, parse_override
+from ernie_tiny.config import ConfigError, Plan, dump_config, load_config, parse_override
 from ernie_tiny.distill.schema import DistillConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,6 +190,23 @@ def test_missing_teacher_directory_is_an_error(tmp_path):
     text = BASE.replace("Teacher:\n", f"Teacher:\n  name_or_path: {tmp_path / 'gone'}\n")
     message = error_of(write(tmp_path, text))
     assert "Teacher.name_or_path" in message and "no such directory" in message
+
+
+def test_a_planned_teacher_directory_is_checked_with_the_plan_it_is_given_and_only_then(tmp_path):
+    """What a pipeline's earlier step will write is passed in explicitly (pydantic's validation
+    context): the same file validates with the plan, fails without it, and the plan's model sizes
+    reach the cross-checks; validating with a plan leaves nothing behind for the next validation."""
+    teacher = tmp_path / "pretrain" / "teacher"
+    text = BASE.replace("Teacher:\n", f"Teacher:\n  name_or_path: {teacher}\n").replace("source: corpus", "source: teacher")
+    path = write(tmp_path, text)
+    plan = Plan.of([tmp_path / "pretrain"])
+    assert load_config(DistillConfig, path, plan=plan).Teacher.name_or_path == str(teacher)
+    assert "no such directory" in error_of(path)  # no plan given: the directory must exist now
+    sized = plan.with_model_sizes(str(teacher), {"num_layers": 6, "hidden_size": 1000})
+    with pytest.raises(ConfigError, match="does not divide the teacher hidden size 1000"):
+        load_config(DistillConfig, path, plan=sized)
+    assert plan.model_sizes(str(teacher)) == {}  # with_model_sizes made a new plan
+    assert load_config(DistillConfig, path, plan=plan).Distill.relation_heads == 12
 
 
 @pytest.mark.parametrize("role, layer, ok", [

@@ -351,7 +351,7 @@ def test_two_process_data_parallel_keeps_ranks_identical(tiny_encoder, toy_tasks
     root, tasks = toy_tasks
     cfg = write_config(tmp_path, tiny_encoder, tasks, Data={"dir": str(root / "data")},
                        Train={"batch_size": 8, "max_steps": 3, "save_every": 3, "eval_every": 3})
-    run_two_ranks("train_teacher.py", cfg, tmp_path, tmp_path / "out")
+    run_two_ranks("teacher_mtl.py", cfg, tmp_path, tmp_path / "out")
     log = read_log(tmp_path / "out")
     assert [row["step"] for row in log] == [1, 2, 3]
     assert len({k for row in log for k in row if k.startswith("loss_")}) == 2  # both tasks were drawn

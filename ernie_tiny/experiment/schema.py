@@ -23,7 +23,7 @@ class ExperimentGlobal(PipelineGlobal):
 
 class TeacherSection(Section):
     pretrain: StageEntry = Field(description="makes the shared teacher (tools/pretrain.py config)")
-    teacher_mtl: StageEntry = Field(description="finetunes it on the in-domain tasks (tools/train_teacher.py config)")
+    teacher_mtl: StageEntry = Field(description="finetunes it on the in-domain tasks (tools/teacher_mtl.py config)")
 
 
 class LowResourceSection(Section):

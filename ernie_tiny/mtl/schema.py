@@ -1,4 +1,4 @@
-"""The multi-task teacher finetuning config (`tools/train_teacher.py -c CONFIG`): every key,
+"""The multi-task teacher finetuning config (`tools/teacher_mtl.py -c CONFIG`): every key,
 its type and default.
 
 One shared encoder (``Model``) is finetuned on several labelled tasks (``Tasks``: task cards
