@@ -31,11 +31,11 @@ class LossCurve:
     def last_loss(self) -> float:
         return self.last["loss"]
 
-
-def read_loss_curve(output_dir) -> Optional[LossCurve]:
-    """The run's ``LossCurve`` (None before its first log line)."""
-    log = read_train_log(output_dir)
-    return LossCurve(log[0], log[-1]) if log else None
+    @classmethod
+    def read(cls, output_dir) -> Optional["LossCurve"]:
+        """The run's curve (None before its first log line)."""
+        log = read_train_log(output_dir)
+        return cls(log[0], log[-1]) if log else None
 
 
 def read_train_log(output_dir) -> List[dict]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import ClassVar, Dict
 
 
 def load_object(path: str):
@@ -51,6 +51,17 @@ class Stage:
     def read_result(self, output_dir):
         """The stage's typed result in ``output_dir`` (None if it has not written it yet)."""
         return load_object(self.result).read(output_dir)
+
+
+class StageResult:
+    """Base of the result classes: ``product_dir`` is the folder of the output directory that the
+    next stage reads ('' = the output directory itself)."""
+
+    product_dir: ClassVar[str] = ""
+
+    @classmethod
+    def product(cls, output_dir) -> Path:
+        return Path(output_dir) / cls.product_dir if cls.product_dir else Path(output_dir)
 
 
 def _stages(*stages: Stage) -> Dict[str, Stage]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from ernie_tiny.config import dump_config
-from ernie_tiny.deploy.result import model_dir_of
+from ernie_tiny.deploy.result import FinetuneResult
 from ernie_tiny.deploy.schema import TASK_FILE, FinetuneConfig
 from ernie_tiny.files import write_text_atomically
 
@@ -81,7 +81,7 @@ def run(config: FinetuneConfig) -> Path:
             log.write(json.dumps({"step": step, "loss": round(loss, 6), "dev": round(dev_score, 4)}) + "\n")
         print(f"step {step}: loss {loss:.4f}, dev {card.metric} {dev_score:.2f}", flush=True)
 
-    model_dir = model_dir_of(output_dir)
+    model_dir = FinetuneResult.product(output_dir)
     result = finetune(config.Model.path, card, train.labels, train_features, dev_features, tokenizer.pad_token_id,
                       params, save_dir=model_dir, on_eval=on_eval, tokenizer=tokenizer)
     write_json(model_dir / TASK_FILE, task_info(card, train.labels, card_path(task.name), max_length))

@@ -5,26 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-MODEL_DIR = "model"  # the finetuned model + tokenizer + task.json: what the export reads
-
-
-def model_dir_of(output_dir) -> Path:
-    return Path(output_dir) / MODEL_DIR
-
+from ernie_tiny.stages import StageResult
 
 @dataclass(frozen=True)
-class FinetuneResult:
+class FinetuneResult(StageResult):
     task: str
     metric: str
     best_dev: float
     best_step: int
     steps: int
-
-    @staticmethod
-    def product(output_dir) -> Path:
-        return model_dir_of(output_dir)
+    product_dir: ClassVar[str] = "model"  # the finetuned model + tokenizer + task.json: what the export reads
 
     @classmethod
     def read(cls, output_dir) -> Optional["FinetuneResult"]:
@@ -38,13 +30,9 @@ class FinetuneResult:
 
 
 @dataclass(frozen=True)
-class ExportResult:
+class ExportResult(StageResult):
     paddle_max_abs_diff: float          # Paddle Inference against eager
     int8: Optional[dict] = None         # metric, int8 and fp32 dev scores (None without Export.int8)
-
-    @staticmethod
-    def product(output_dir) -> Path:
-        return Path(output_dir)
 
     @classmethod
     def read(cls, output_dir) -> Optional["ExportResult"]:

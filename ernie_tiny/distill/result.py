@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar
 
-from ernie_tiny.monitor import LossCurve, read_loss_curve
+from ernie_tiny.monitor import LossCurve
+from ernie_tiny.stages import StageResult
 
 SINGLE_STUDENT_DIR, STUDENTS_DIR = "student", "students"
 
@@ -17,18 +18,11 @@ def student_dir(output_dir, name: str = "") -> Path:
 
 
 @dataclass(frozen=True)
-class DistillResult:
-    loss: LossCurve
+class DistillResult(LossCurve, StageResult):
+    """The relation loss curve (``read``: from train_log.jsonl)."""
 
-    @staticmethod
-    def product(output_dir) -> Path:
-        return student_dir(output_dir)
-
-    @classmethod
-    def read(cls, output_dir) -> Optional["DistillResult"]:
-        curve = read_loss_curve(output_dir)
-        return cls(curve) if curve else None
+    product_dir: ClassVar[str] = SINGLE_STUDENT_DIR
 
     def headline(self) -> str:
-        return (f"relation loss {self.loss.first_loss:.4f} (step {self.loss.first['step']}) -> "
-                f"{self.loss.last_loss:.4f} (step {self.loss.last['step']})")
+        return (f"relation loss {self.first_loss:.4f} (step {self.first['step']}) -> "
+                f"{self.last_loss:.4f} (step {self.last['step']})")

@@ -3,19 +3,15 @@ result is the rows of ``results.csv``, read through the module that writes them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import List, Optional
 
 from ernie_tiny.evaluation.report import TaskResult, read_results
+from ernie_tiny.stages import StageResult
 
 
 @dataclass(frozen=True)
-class EvaluateResult:
+class EvaluateResult(StageResult):
     tasks: List[TaskResult]
-
-    @staticmethod
-    def product(output_dir) -> Path:
-        return Path(output_dir)
 
     @classmethod
     def read(cls, output_dir) -> Optional["EvaluateResult"]:

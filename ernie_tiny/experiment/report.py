@@ -77,9 +77,9 @@ def _teacher_lines(root: Path) -> List[str]:
     lines = []
     pretrain = STAGES["pretrain"].read_result(root / "pretrain")
     if pretrain:
-        lines.append(f"- Pretrained teacher (masked LM): loss {pretrain.loss.first_loss:.2f} at step "
-                     f"{pretrain.loss.first['step']} -> {pretrain.loss.last_loss:.2f} at step "
-                     f"{pretrain.loss.last['step']}, masked-token accuracy {pretrain.mlm_accuracy:.1f}%.")
+        lines.append(f"- Pretrained teacher (masked LM): loss {pretrain.first_loss:.2f} at step "
+                     f"{pretrain.first['step']} -> {pretrain.last_loss:.2f} at step "
+                     f"{pretrain.last['step']}, masked-token accuracy {pretrain.mlm_accuracy:.1f}%.")
     teacher = STAGES["teacher_mtl"].read_result(root / "teacher_mtl")
     if teacher:
         lines.append(f"- Multi-task teacher, best dev (step {teacher.step}) against the majority class: "
@@ -87,9 +87,8 @@ def _teacher_lines(root: Path) -> List[str]:
     for arm in ARMS:
         distill = STAGES["distill"].read_result(root / "distill" / arm)
         if distill:
-            lines.append(f"- Distillation, {ARM_NAMES[arm]}: relation loss {distill.loss.first_loss:.4f} at step "
-                         f"{distill.loss.first['step']} -> {distill.loss.last_loss:.4f} at step "
-                         f"{distill.loss.last['step']}.")
+            lines.append(f"- Distillation, {ARM_NAMES[arm]}: relation loss {distill.first_loss:.4f} at step "
+                         f"{distill.first['step']} -> {distill.last_loss:.4f} at step {distill.last['step']}.")
     return lines
 
 

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import ClassVar, Dict, Optional, Tuple
+
+from ernie_tiny.stages import StageResult
 
 TEACHER_DIR, HEADS_DIR = "teacher", "heads"
 
 
 @dataclass(frozen=True)
-class TeacherMTLResult:
+class TeacherMTLResult(StageResult):
     step: int                                # of the best dev score
     tasks: Dict[str, Tuple[float, float]]    # task -> (dev score, majority-class score)
-
-    @staticmethod
-    def product(output_dir) -> Path:
-        return Path(output_dir) / TEACHER_DIR
+    product_dir: ClassVar[str] = TEACHER_DIR
 
     @classmethod
     def read(cls, output_dir) -> Optional["TeacherMTLResult"]:
