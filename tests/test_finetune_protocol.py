@@ -107,6 +107,8 @@ def test_the_optimizer_clips_the_global_gradient_norm_at_1(tiny_encoder):
     assert optimizer._grad_clip.clip_norm == 1.0
     optimizer, _ = finetune_optimizer(model, FinetuneParams(max_grad_norm=0), total=10)
     assert optimizer._grad_clip is None
+    # Paddle's default AdamW moments, as the benchmark has them (not pretraining's 0.98 / 1e-6)
+    assert (optimizer._beta1, optimizer._beta2, optimizer._epsilon) == (0.9, 0.999, 1e-8)
 
 
 def test_the_optimizers_clip_brings_large_real_gradients_to_global_norm_1(tiny_encoder):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import paddle
@@ -29,46 +29,27 @@ from ernie_tiny.mtl.model import MultiTaskModel, save_heads, task_loss
 from ernie_tiny.mtl.sampling import MultiTaskBatches, TaskSchedule
 from ernie_tiny.mtl.schema import TeacherMTLConfig, TeacherTaskEntry
 from ernie_tiny.prefetch import Prefetcher
-from ernie_tiny.tasks.card import TaskCard
 from ernie_tiny.tasks.data import TrainDev
-from ernie_tiny.tasks.encode import Features, collate
+from ernie_tiny.tasks.encode import collate
 from ernie_tiny.tasks.readers import TaskDataError
 from ernie_tiny.tokenization import load_tokenizer
 from ernie_tiny.training import Trainer, read_scalars
 
 
 @dataclass
-class TeacherTask:
-    """One of the teacher's tasks: its config entry and its train and dev splits, encoded."""
+class TeacherTask(TrainDev):
+    """One of the teacher's tasks: its train and dev splits, encoded, and its config entry."""
 
-    entry: TeacherTaskEntry
-    data: TrainDev
-
-    @property
-    def name(self) -> str:
-        return self.card.name
-
-    @property
-    def card(self) -> TaskCard:
-        return self.data.card
-
-    @property
-    def labels(self) -> List[str]:
-        return self.data.labels
-
-    @property
-    def train(self) -> List[Features]:
-        return self.data.train.features
-
-    @property
-    def dev(self) -> List[Features]:
-        return self.data.dev.features
+    entry: Optional[TeacherTaskEntry] = None
 
 
 def load_tasks(config: TeacherMTLConfig, tokenizer) -> List[TeacherTask]:
     """Each card's train and dev split (dev labels come from train), encoded by ``tokenizer``."""
-    return [TeacherTask(entry, TrainDev.load(card, entry, tokenizer, config.Data.dir))
-            for entry, card in zip(config.Tasks, config.cards())]
+    tasks = []
+    for entry, card in zip(config.Tasks, config.cards()):
+        data = TrainDev.load(card, entry, tokenizer, config.Data.dir)
+        tasks.append(TeacherTask(data.train, data.dev, entry))
+    return tasks
 
 
 def heads_info(tasks: List[TeacherTask], scores: Dict[str, float], baselines: Dict[str, float], step: int) -> dict:
@@ -103,7 +84,7 @@ def run(config: TeacherMTLConfig) -> Path:
                                 f"(Train.batch_size {config.Train.batch_size} x {rt.world_size} processes): lower "
                                 f"Train.batch_size or give the task more examples")
     by_name = {t.name: t for t in tasks}
-    baselines = {t.name: t.data.majority for t in tasks}
+    baselines = {t.name: t.majority for t in tasks}
     model = MultiTaskModel(ErnieModel.from_pretrained(config.Model.name_or_path),
                            {t.name: (t.card.head, len(t.labels), t.card.dropout[0]) for t in tasks})
     train = config.Train

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -43,7 +43,7 @@ def read_task_splits(card: TaskCard, sample, data_dir: str = "") -> Tuple[TaskSp
 
 @dataclass
 class TaskData:
-    """One split of a task, read and encoded by a tokenizer."""
+    """One split of a task, read and encoded by a tokenizer; a sequence of its ``Features``."""
 
     card: TaskCard
     split: str
@@ -66,6 +66,12 @@ class TaskData:
     def __len__(self) -> int:
         return len(self.features)
 
+    def __getitem__(self, index):
+        return self.features[index]
+
+    def __iter__(self) -> Iterator[Features]:
+        return iter(self.features)
+
 
 @dataclass
 class TrainDev:
@@ -82,6 +88,10 @@ class TrainDev:
     @property
     def card(self) -> TaskCard:
         return self.train.card
+
+    @property
+    def name(self) -> str:
+        return self.card.name
 
     @property
     def labels(self) -> List[str]:
