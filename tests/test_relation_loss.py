@@ -174,11 +174,10 @@ def test_relation_heads_must_divide_both_hidden_sizes(padded_inputs, bad_heads):
         relation_losses(_t(t), _t(s), paddle.to_tensor(mask), bad_heads)
 
 
-def test_gradients_reach_the_student_only(padded_inputs):
+def test_gradients_reach_the_students_real_positions_only(padded_inputs):
     s, t, mask = padded_inputs
     student = _t(s, stop_gradient=False)
-    teacher = _t(t, stop_gradient=True)
-    loss = relation_loss(student, teacher, paddle.to_tensor(mask), R)
+    loss = relation_loss(student, _t(t), paddle.to_tensor(mask), R)
     assert not loss.stop_gradient
     loss.backward()
     pad = ~mask.astype(bool)
@@ -189,8 +188,6 @@ def test_gradients_reach_the_student_only(padded_inputs):
         assert np.abs(g[~pad]).max() > 1e-6
         # padded positions take no part in the loss, so they get no gradient
         assert np.abs(g[pad]).max() < 1e-8
-    for x in teacher:
-        assert x.grad is None
 
 
 
