@@ -190,6 +190,18 @@ def test_gradients_reach_the_students_real_positions_only(padded_inputs):
         assert np.abs(g[pad]).max() < 1e-8
 
 
+def test_a_teacher_that_requires_gradients_gets_none_and_the_student_the_same(padded_inputs):
+    """The teacher is frozen: even teacher tensors that require a gradient (an eager teacher built
+    without no_grad) get none, and the student's gradients do not change."""
+    s, t, mask = padded_inputs
+    expected = _t(s, stop_gradient=False)
+    relation_loss(expected, _t(t), paddle.to_tensor(mask), R).backward()
+    student, teacher = _t(s, stop_gradient=False), _t(t, stop_gradient=False)
+    relation_loss(student, teacher, paddle.to_tensor(mask), R).backward()
+    assert all(x.grad is None for x in teacher)
+    for got, want in zip(student, expected):
+        np.testing.assert_array_equal(got.grad.numpy(), want.grad.numpy())
+
 
 def _autograd_reference_loss(student, teacher, mask, relation_heads):
     """The loss written the plain way (log_softmax, KL with 0 log 0 = 0), float64, for autograd."""
