@@ -32,6 +32,7 @@ from safetensors.numpy import load_file
 
 from ernie_tiny import runtime
 from ernie_tiny.errors import InputError
+from ernie_tiny.files import TMP_PREFIX, replacing_directory
 from ernie_tiny.model_files import safetensors_problem
 
 STATE = "trainer_state.json"
@@ -45,7 +46,6 @@ TRUST_PICKLE_ENV = "ERNIE_TINY_TRUST_PICKLE"
 OLD_TRUST_PICKLE_ENV = "ERNIE_TINY_TRUST_PICKLED_RNG"  # its earlier name, still honoured
 CRASH_ENV = "ERNIE_TINY_TEST_CRASH"
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
-_TMP_PREFIX = ".tmp_"
 
 
 class CheckpointError(InputError):
@@ -116,7 +116,7 @@ def remove_stale_temporaries(output_dir) -> None:
     directory's ``.tmp_*`` (outputs are renamed into place when complete)."""
     for root in (Path(output_dir), checkpoints_dir(output_dir)):
         if root.is_dir():
-            for stale in root.glob(_TMP_PREFIX + "*"):
+            for stale in root.glob(TMP_PREFIX + "*"):
                 shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
@@ -191,7 +191,7 @@ def save_checkpoint(rt: runtime.Runtime, output_dir, step: int, model, tokenizer
     ``CheckpointError`` naming the file; the half-written temporary is removed."""
     root = checkpoints_dir(output_dir)
     final = root / f"step_{step:08d}"
-    tmp = root / f"{_TMP_PREFIX}step_{step:08d}"
+    tmp = root / f"{TMP_PREFIX}step_{step:08d}"
     try:
         with writing(tmp):
             if rt.is_main:
@@ -239,18 +239,10 @@ def save_pretrained_dir(directory, model, tokenizer, config, config_name: str) -
     from ernie_tiny.config import dump_config
 
     directory = Path(directory)
-    tmp = directory.with_name(f"{_TMP_PREFIX}{directory.name}")
-    try:
-        with writing(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(str(tmp), safe_serialization=True)
-            tokenizer.save_pretrained(str(tmp))
-            dump_config(config, tmp / config_name)
-            shutil.rmtree(directory, ignore_errors=True)
-            tmp.rename(directory)
-    except CheckpointError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with writing(directory), replacing_directory(directory) as tmp:  # a failed write removes tmp
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        dump_config(config, tmp / config_name)
     return directory
 
 

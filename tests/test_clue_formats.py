@@ -12,7 +12,7 @@ import pytest
 
 from config_files import write_model_dir
 from ernie_tiny.config import ConfigError, validate_config
-from ernie_tiny.evaluation.schema import EvaluateConfig, TaskEntry
+from ernie_tiny.evaluation.schema import EvalTaskEntry, EvaluateConfig
 from ernie_tiny.tasks.card import load_card
 from ernie_tiny.tasks.readers import TaskDataError, read_split
 
@@ -206,29 +206,29 @@ def test_the_evaluate_config_names_a_missing_file_before_any_work(clue_dir, mode
 def test_task_data_encodes_pairs_spans_and_keywords(clue_dir, tmp_path):
     """What the model is fed: CSL's keywords as segment 0 and the abstract as segment 1 (max
     length 256), CLUEWSC's markers as tokens, OCNLI without its '-' row."""
-    from ernie_tiny.evaluation.runner import TaskData
+    from ernie_tiny.tasks.data import TrainDev
     from ernie_tiny.tokenization import build_vocab, tokenizer_from_vocab
 
     texts = [json.dumps(rows, ensure_ascii=False) for _, rows, dev in OFFICIAL.values()] + \
         [json.dumps(dev, ensure_ascii=False) for _, _, dev in OFFICIAL.values()]
     tokenizer = tokenizer_from_vocab(build_vocab(texts, tmp_path / "vocab.txt", 5000, 1))
 
-    csl = TaskData(load_card("csl"), TaskEntry(card="csl"), str(clue_dir), tokenizer)
-    ids, segments = csl.dev[0].input_ids, csl.dev[0].token_type_ids
+    csl = TrainDev.load(load_card("csl"), EvalTaskEntry(card="csl"), tokenizer, str(clue_dir))
+    ids, segments = csl.dev.features[0].input_ids, csl.dev.features[0].token_type_ids
     tokens = tokenizer.convert_ids_to_tokens(ids)
     first_sep = tokens.index("[SEP]")
     assert tokens[1:first_sep] == list("知识蒸馏多任务学习")  # the space between keywords makes no token
     assert "".join(tokens[first_sep + 1:-1]) == "提出了知识蒸馏方法"
     assert set(segments[:first_sep + 1]) == {0} and set(segments[first_sep + 1:]) == {1}
-    assert csl.labels == ["0", "1"] and csl.dev[0].labels == 1
+    assert csl.labels == ["0", "1"] and csl.dev.features[0].labels == 1
 
-    wsc = TaskData(load_card("cluewsc2020"), TaskEntry(card="cluewsc2020"), str(clue_dir), tokenizer)
-    tokens = tokenizer.convert_ids_to_tokens(wsc.train[0].input_ids)
+    wsc = TrainDev.load(load_card("cluewsc2020"), EvalTaskEntry(card="cluewsc2020"), tokenizer, str(clue_dir))
+    tokens = tokenizer.convert_ids_to_tokens(wsc.train.features[0].input_ids)
     assert "".join(tokens[1:-1]) == "这时候放在_床_上枕头旁边的手机响了，我感到奇怪，因为欠费已被停机两个月，现在[它]突然响了。"
 
-    ocnli = TaskData(load_card("ocnli"), TaskEntry(card="ocnli", max_length=8), str(clue_dir), tokenizer)
-    assert (ocnli.skipped_train, ocnli.skipped_dev, len(ocnli.dev)) == (0, 1, 1)
-    assert all(len(f.input_ids) <= 8 for f in ocnli.train + ocnli.dev)  # the task's max_length override
+    ocnli = TrainDev.load(load_card("ocnli"), EvalTaskEntry(card="ocnli", max_length=8), tokenizer, str(clue_dir))
+    assert (ocnli.train.skipped, ocnli.dev.skipped, len(ocnli.dev)) == (0, 1, 1)
+    assert all(len(f.input_ids) <= 8 for f in ocnli.train.features + ocnli.dev.features)  # the task's max_length override
 
 
 # ---- the default path: PaddleNLP's loaders (Data.dir empty) ----
@@ -299,7 +299,7 @@ def test_the_paddlenlp_path_gives_the_examples_of_the_local_path(task, clue_dir,
 def test_the_runner_checks_every_task_through_the_loaders_before_the_first_point(offline_loaders):
     from ernie_tiny.evaluation.runner import check_data
 
-    check_data([(TaskEntry(card=task), load_card(task)) for task in OFFICIAL], "")
+    check_data([(EvalTaskEntry(card=task), load_card(task)) for task in OFFICIAL], "")
     assert len(offline_loaders) == 2 * len(OFFICIAL)
 
 

@@ -13,9 +13,9 @@ import yaml
 
 from ernie_tiny.config import ConfigError, load_config, validate_config
 from ernie_tiny.evaluation.grid import GridPoint, for_rank, task_points
-from ernie_tiny.evaluation.report import markdown, summarize, write_report
+from ernie_tiny.evaluation.report import markdown, summarize, write_results
 from ernie_tiny.evaluation.runner import ResultsLog, point_key
-from ernie_tiny.evaluation.schema import EvaluateConfig, GridSection, TaskEntry
+from ernie_tiny.evaluation.schema import EvaluateConfig, GridSection, EvalTaskEntry
 from ernie_tiny.tasks.card import load_card
 from ernie_tiny.tasks.readers import TaskDataError
 
@@ -172,7 +172,7 @@ def test_recorded_score_is_the_metric_of_the_models_predictions(tiny_model, tmp_
     the same model's predictions."""
     from paddlenlp.transformers import AutoTokenizer
 
-    from ernie_tiny.finetune.trainer import build_task_model, evaluate, predict
+    from ernie_tiny.finetune.loop import build_task_model, evaluate, predict
     from ernie_tiny.tasks.encode import encode
     from ernie_tiny.tasks.readers import read_split
 
@@ -209,19 +209,27 @@ def test_metrics_by_hand():
 
 
 def test_majority_class_baseline_by_hand():
-    from ernie_tiny.evaluation.runner import majority_baseline
+    """The train split's most frequent label (tag), scored on dev: the baseline never sees dev labels."""
+    from ernie_tiny.tasks.data import TaskData, majority_baseline
     from ernie_tiny.tasks.encode import IGNORE, Features
 
-    def feats(labels):
-        return [Features([1] * (len(y) if isinstance(y, list) else 3), [0], y) for y in labels]
+    def split(card, name, labels, ys):
+        features = [Features([1] * (len(y) if isinstance(y, list) else 3), [0], y) for y in ys]
+        return TaskData(card, name, labels, features, 0, "by hand")
 
-    card = load_card("afqmc")  # accuracy; train mostly "1", dev half "1"
-    assert majority_baseline(card, ["0", "1"], feats([1, 1, 0]), feats([1, 0, 0, 1, 1])) == pytest.approx(60.0)
+    def baseline(card, labels, train, dev):
+        return majority_baseline(split(card, "train", labels, train), split(card, "dev", labels, dev))
+
+    card = load_card("afqmc")  # accuracy
+    assert baseline(card, ["0", "1"], [1, 1, 0], [1, 0, 0, 1, 1]) == pytest.approx(60.0)
+    # train mostly "0", dev mostly "1": the train label is predicted, dev's majority is not looked at
+    assert baseline(card, ["0", "1"], [0, 0, 1], [1, 1, 0]) == pytest.approx(100 / 3)
     x = IGNORE  # token tasks: the most frequent train tag everywhere ("O" here, id 0)
-    train, dev = feats([[x, 0, 0, 1, x]]), feats([[x, 0, 1, 2, x], [x, 0, x]])
-    assert majority_baseline(load_card("pd_pos"), load_card("pd_pos").label.values, train, dev) == pytest.approx(50.0)
+    train, dev = [[x, 0, 0, 1, x]], [[x, 0, 1, 2, x], [x, 0, x]]
+    assert baseline(load_card("pd_pos"), load_card("pd_pos").label.values, train, dev) == pytest.approx(50.0)
+    assert baseline(load_card("pd_pos"), load_card("pd_pos").label.values, [[x, 2, 2, 0, x]], dev) == pytest.approx(25.0)
     ner = load_card("pd_ner")
-    assert majority_baseline(ner, ner.label.values, train, dev) == 0.0  # no entity predicted, none found
+    assert baseline(ner, ner.label.values, train, dev) == 0.0  # no entity predicted, none found
 
 
 # ---- results log ----
@@ -248,10 +256,10 @@ def test_results_log_merges_the_ranks_files(tmp_path):
 
 def test_paper_grid_with_the_cards_overrides():
     grid = GridSection()  # paper defaults
-    sizes = {name: len(task_points(load_card(name), TaskEntry(card=name), grid))
+    sizes = {name: len(task_points(load_card(name), EvalTaskEntry(card=name), grid))
              for name in ("afqmc", "iflytek", "cluewsc2020", "csl")}
     assert sizes == {"afqmc": 12, "iflytek": 24, "cluewsc2020": 32, "csl": 12}
-    wsc = task_points(load_card("cluewsc2020"), TaskEntry(card="cluewsc2020"), grid)
+    wsc = task_points(load_card("cluewsc2020"), EvalTaskEntry(card="cluewsc2020"), grid)
     assert sorted({p.batch_size for p in wsc}) == [8, 16, 32, 64]
     assert sorted({p.dropout for p in wsc}) == [0.0, 0.1]
     assert {p.epochs for p in wsc} == {50}  # Table 6
@@ -261,11 +269,11 @@ def test_paper_grid_with_the_cards_overrides():
 def test_one_point_grid_and_epochs_precedence():
     card = load_card("cluewsc2020")
     grid = GridSection(batch_sizes=[32], learning_rates=[3e-5], card_overrides=False, seeds=[1, 2])
-    points = task_points(card, TaskEntry(card="cluewsc2020"), grid)
+    points = task_points(card, EvalTaskEntry(card="cluewsc2020"), grid)
     assert points == [GridPoint("cluewsc2020", 32, 3e-5, 0.1, 1, 50), GridPoint("cluewsc2020", 32, 3e-5, 0.1, 2, 50)]
     grid.epochs = 4
-    assert {p.epochs for p in task_points(card, TaskEntry(card="cluewsc2020"), grid)} == {4}
-    assert {p.epochs for p in task_points(card, TaskEntry(card="cluewsc2020", epochs=7), grid)} == {7}
+    assert {p.epochs for p in task_points(card, EvalTaskEntry(card="cluewsc2020"), grid)} == {4}
+    assert {p.epochs for p in task_points(card, EvalTaskEntry(card="cluewsc2020", epochs=7), grid)} == {7}
 
 
 def test_points_are_dealt_to_ranks_whole_and_once():
@@ -305,7 +313,7 @@ def test_markdown_compares_with_reference_rows(tmp_path):
     assert "| student | 70.0 | 50.0 | 60.0 |" in md
     assert "| ERNIE 3.0 Tiny (paper) | 72.4 | 55.4 | 63.9 |" in md and "only csl" not in md
     assert "| review_sentiment | accuracy | 90.00 | - | 55.00 | batch 16, lr 1e-05, dropout 0.1, 3 epochs, step 100 |" in md
-    written = write_report(tmp_path, records, "student", reference)
+    written = write_results(tmp_path, records, "student", reference)
     assert [p.name for p in written] == ["results.csv", "results.md", "results.png"]
     assert not list(tmp_path.glob(".tmp_*"))
 

@@ -2,12 +2,12 @@
 our CLI's parser (ernie_tiny/cli.py), and the configs they name validate with their overrides,
 the shared volume's paths mapped to a temporary directory with stand-ins for the inputs that
 must exist (the corpus, stage 1's teacher)."""
-import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from config_files import write_model_dir
 from ernie_tiny.cli import parse_stage_args
 from ernie_tiny.config import load_config
 from ernie_tiny.stages import stage as find_stage
@@ -56,8 +56,8 @@ def make_stand_ins(overrides: list) -> None:
                 Path(source).mkdir(parents=True, exist_ok=True)
                 (Path(source) / "a.txt").write_text("一个文档\n", encoding="utf-8")
         elif key == "Teacher.name_or_path":
-            Path(value).mkdir(parents=True, exist_ok=True)
-            (Path(value) / "config.json").write_text(json.dumps({"num_hidden_layers": 20, "hidden_size": 1024}))
+            write_model_dir(Path(value), num_hidden_layers=20, hidden_size=1024, num_attention_heads=16,
+                            vocab_size=40000, max_position_embeddings=2048)
 
 
 def test_the_manifests_are_there():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from ernie_tiny.evaluation.report import markdown, summarize, write_report
+from ernie_tiny.evaluation.report import markdown, summarize, write_results
 from test_evaluate import TABLE5_TASKS, record, tiny_model  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def test_missing_tasks_are_blank_and_the_average_names_its_tasks(tmp_path):
             "this run (tnews, iflytek, ocnli, cluewsc2020, csl, shopping10, eprstmt, csldcp). Over all 11: "
             "ERNIE 3.0 Tiny 4L-312H (paper) 72.3, TinyBERT-Chinese 4L (paper) 68.0.") in md
     assert "Not in the table: review_sentiment" in md and "| review_sentiment | accuracy | 80.00 |" in md
-    written = write_report(tmp_path, records, "student", REFERENCE, groups=GROUPS)
+    written = write_results(tmp_path, records, "student", REFERENCE, groups=GROUPS)
     assert [p.name for p in written] == ["results.csv", "results.md", "results.png"]
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
 

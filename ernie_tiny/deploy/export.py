@@ -175,8 +175,7 @@ def run(config: ExportConfig) -> Path:
 
     from ernie_tiny import runtime
     from ernie_tiny.tasks.card import load_card
-    from ernie_tiny.tasks.encode import encode
-    from ernie_tiny.tasks.readers import read_split
+    from ernie_tiny.tasks.data import Sample, TaskData
 
     runtime.start_stage(config, join_group=False, device="cpu")  # exported and checked on CPU
     started = time.time()
@@ -191,8 +190,8 @@ def run(config: ExportConfig) -> Path:
                           f"tokenizer's {pad}")
 
     needed = 0 if ex.int8 != "off" and ex.eval_examples == 0 else max(ex.check_examples, ex.eval_examples)
-    dev = read_split(card, "dev", ex.data_dir or None, labels=task["labels"], max_examples=needed)
-    dev_features = encode(dev.examples, tokenizer, task["max_length"], task["head"])
+    sample = Sample(max_train_examples=ex.calibration_examples, max_dev_examples=needed, max_length=task["max_length"])
+    dev_features = TaskData.load(card, "dev", sample, tokenizer, ex.data_dir, labels=task["labels"]).features
     batches = check_batches(dev_features[:ex.check_examples], pad)
     reference = [eager_logits(model, b) for b in batches]  # before to_static turns the model static
 
@@ -218,9 +217,7 @@ def run(config: ExportConfig) -> Path:
         if ex.int8 != "off":
             calibration = []
             if ex.int8 == "static":
-                train = read_split(card, "train", ex.data_dir or None, labels=task["labels"],
-                                   max_examples=ex.calibration_examples)
-                calibration = encode(train.examples, tokenizer, task["max_length"], task["head"])
+                calibration = TaskData.load(card, "train", sample, tokenizer, ex.data_dir, labels=task["labels"]).features
             evaluated = dev_features[:ex.eval_examples] if ex.eval_examples else dev_features
             info["int8"] = add_int8(tmp, info["onnx"], ex, card, task["labels"], calibration, evaluated, pad, fp32)
             info["onnx_int8"] = info["int8"].pop("file")

@@ -3,7 +3,7 @@
 ``python tools/finetune.py -c configs/demo/finetune.yaml -o Model.path=STUDENT_DIR``
 
 The evaluation stage runs a grid and keeps scores; deployment needs one finetuned model on
-disk. This reuses ``ernie_tiny.finetune.trainer.finetune`` (best dev checkpoint kept) and
+disk. This reuses ``ernie_tiny.finetune.loop.finetune`` (best dev checkpoint kept) and
 writes, beside the model, ``task.json`` (card, labels, head, input type, max length) so that
 ``tools/export.py`` knows what the logits mean without being told again.
 
@@ -49,10 +49,9 @@ def run(config: FinetuneConfig) -> Path:
     from paddlenlp.transformers import AutoTokenizer
 
     from ernie_tiny import runtime
-    from ernie_tiny.finetune.trainer import FinetuneParams, finetune
+    from ernie_tiny.finetune.loop import FinetuneParams, finetune
     from ernie_tiny.tasks.card import card_path, load_card
-    from ernie_tiny.tasks.encode import encode
-    from ernie_tiny.tasks.readers import read_split
+    from ernie_tiny.tasks.data import TrainDev
 
     _, output_dir = runtime.start_stage(config, join_group=False)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -61,11 +60,9 @@ def run(config: FinetuneConfig) -> Path:
     task = config.Task
     card = load_card(task.name)
     tokenizer = AutoTokenizer.from_pretrained(config.Model.path)
-    train = read_split(card, "train", task.data_dir or None, max_examples=task.max_train_examples)
-    dev = read_split(card, "dev", task.data_dir or None, labels=train.labels, max_examples=task.max_dev_examples)
+    data = TrainDev.load(card, task, tokenizer, task.data_dir)
+    train, train_features, dev_features = data.train, data.train.features, data.dev.features
     max_length = task.max_length or card.max_length
-    train_features = encode(train.examples, tokenizer, max_length, card.head)
-    dev_features = encode(dev.examples, tokenizer, max_length, card.head)
     f = config.Finetune
     params = FinetuneParams(lr=f.lr, batch_size=f.batch_size, epochs=f.epochs, dropout=f.dropout,
                             warmup_ratio=f.warmup_ratio, weight_decay=f.weight_decay, eval_every=f.eval_every,

@@ -79,7 +79,7 @@ def quantize_onnx(source: Path, target: Path, mode: str, calibration: Sequence[F
 
 
 class BackendAsModel:
-    """A runtime (numpy in, numpy out) seen as the eager model ``ernie_tiny.finetune.trainer``
+    """A runtime (numpy in, numpy out) seen as the eager model ``ernie_tiny.finetune.loop``
     evaluates, so exported models are scored by exactly the code that scored finetuning."""
 
     def __init__(self, backend):
@@ -101,7 +101,7 @@ def compare_scores(backends: dict, features: List[Features], card, labels: Seque
                    batch_size: int = 32) -> dict:
     """The task metric of each named backend on the same examples, plus how often each one's
     predictions agree with the first's."""
-    from ernie_tiny.finetune.trainer import predict
+    from ernie_tiny.finetune.loop import predict
     from ernie_tiny.tasks.metrics import score
 
     out, reference = {}, None

@@ -38,7 +38,7 @@ class TaskSection(Section):
 
 
 class FinetuneSection(Section):
-    """One point of the finetuning grid (``ernie_tiny.finetune.trainer.FinetuneParams``)."""
+    """One point of the finetuning grid (``ernie_tiny.finetune.loop.FinetuneParams``)."""
 
     lr: float = Field(5e-5, gt=0)
     batch_size: int = Field(32, ge=1)

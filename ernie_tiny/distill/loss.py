@@ -135,7 +135,10 @@ def relation_losses_to(
         else:
             mask = attention_mask.astype("float32")  # [batch, seq]
             query_weight = (mask / (relation_heads * mask.sum())).unsqueeze(1)  # [batch, 1, seq]
-        return [_RelationKL.apply(_relation_scores(s, relation_heads, bias), t.distribution, t.plogp, query_weight)
+        # the teacher is frozen: its side never gets a gradient (detached, so a teacher tensor that
+        # happens to require one is not handed a None gradient by the PyLayer's backward)
+        return [_RelationKL.apply(_relation_scores(s, relation_heads, bias), t.distribution.detach(), t.plogp.detach(),
+                                  query_weight)
                 for s, t in zip(student_qkv, teacher)]
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 import paddle
+
+from ernie_tiny.files import replacing_directory
 
 ENGINES = ("auto", "eager", "inference")
 MODEL_FILE, PARAMS_FILE, INFO_FILE = "model.json", "model.pdiparams", "engine.json"
@@ -109,14 +110,17 @@ def export_graph(extractor: paddle.nn.Layer, directory: Path, relation_heads: Tu
     """Save ``extractor`` (a ``QKVExtractor``) as a static graph with dynamic batch and
     length, into ``directory`` (written under a temporary name, then renamed); with
     ``relation_heads``, the graph also computes the teacher's relation distributions for each."""
+    directory = Path(directory)
+    with replacing_directory(directory, tag=f"-{os.getpid()}") as tmp:
+        _save_graph(extractor, tmp, relation_heads)
+    return directory
+
+
+def _save_graph(extractor: paddle.nn.Layer, tmp: Path, relation_heads: Tuple[int, ...]) -> None:
     from paddle.static import InputSpec
 
     from ernie_tiny.modeling import QKVExtractor
 
-    directory = Path(directory)
-    tmp = directory.with_name(f".tmp-{directory.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     # a fresh view of the same parameters: to_static replaces the forward of the layer it is
     # given, and the eager extractor must stay eager (it is the reference of the check)
     copy = QKVExtractor.__new__(QKVExtractor)
@@ -140,10 +144,6 @@ def export_graph(extractor: paddle.nn.Layer, directory: Path, relation_heads: Tu
         found = sorted(p.name for p in tmp.iterdir())
         raise TeacherEngineError(f"paddle.jit.save wrote {found}, not {MODEL_FILE}")
     (tmp / INFO_FILE).write_text(json.dumps({"paddle": paddle.__version__}, indent=1), encoding="utf-8")
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, directory)
-    return directory
 
 
 class _IdsOnly(paddle.nn.Layer):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import List, Sequence, Tuple, TypeVar
 
-from ernie_tiny.evaluation.schema import GridSection, TaskEntry
+from ernie_tiny.evaluation.schema import GridSection, EvalTaskEntry
 from ernie_tiny.tasks.card import TaskCard
 
 T = TypeVar("T")
@@ -42,7 +42,7 @@ def _unique(values: Sequence[T]) -> List[T]:
     return list(dict.fromkeys(values))
 
 
-def task_points(card: TaskCard, entry: TaskEntry, grid: GridSection) -> List[GridPoint]:
+def task_points(card: TaskCard, entry: EvalTaskEntry, grid: GridSection) -> List[GridPoint]:
     """Every (batch size, learning rate, dropout, seed) of one task, seeds innermost."""
     batch_sizes = _unique(grid.batch_sizes + (card.batch_sizes if grid.card_overrides else []))
     dropouts = _unique(card.dropout if grid.card_overrides else grid.dropouts)

@@ -211,7 +211,7 @@ def markdown(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float
     return "\n".join(lines) + "\n"
 
 
-def chart(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]], path: Path,
+def results_chart(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]], path: Path,
           groups: Optional[Groups] = None) -> None:
     """Grouped bars: one group per task, one bar per row (the model, then the references). With
     ``groups``: the table's tasks in its order (a task the run lacks keeps its place, with the
@@ -262,9 +262,9 @@ def chart(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]],
     plt.close(fig)
 
 
-def write_report(output_dir: Path, records: Sequence[dict], model: str,
-                 reference: Dict[str, Dict[str, float]], with_chart: bool = True,
-                 groups: Optional[Groups] = None) -> List[Path]:
+def write_results(output_dir: Path, records: Sequence[dict], model: str,
+                  reference: Dict[str, Dict[str, float]], with_chart: bool = True,
+                  groups: Optional[Groups] = None) -> List[Path]:
     """Write results.csv, results.md (and results.png); each file is replaced whole."""
     results = summarize(records, model)
     output_dir = Path(output_dir)
@@ -276,5 +276,5 @@ def write_report(output_dir: Path, records: Sequence[dict], model: str,
     replace(RESULTS_CSV, lambda p: write_csv(results, p))
     replace("results.md", lambda p: p.write_text(markdown(results, reference, groups), encoding="utf-8"))
     if with_chart and results:
-        replace("results.png", lambda p: chart(results, reference, p, groups))
+        replace("results.png", lambda p: results_chart(results, reference, p, groups))
     return written

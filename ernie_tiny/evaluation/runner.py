@@ -3,7 +3,7 @@ point, keep the best dev score, and write the report. Top to bottom:
 
 1. set up: device, output directory, the resolved config, the finished points of earlier runs;
 2. per task: read and encode train/dev once, then per grid point (batch x lr x dropout x seed)
-   call ``ernie_tiny.finetune.trainer.finetune`` (dev scored every ``Grid.eval_every`` steps, and
+   call ``ernie_tiny.finetune.loop.finetune`` (dev scored every ``Grid.eval_every`` steps, and
    at least ``evals_per_epoch`` times an epoch when the card asks, best kept), log its curves to
    VisualDL, and append the point to ``grid_points.jsonl`` the moment it finishes;
 3. report: ``results.csv``, ``results.md``, ``results.png``.
@@ -29,8 +29,9 @@ from typing import Dict, List, Optional
 from ernie_tiny.config import dump_config
 from ernie_tiny.errors import InputError
 from ernie_tiny.evaluation.grid import GridPoint, for_rank, task_points
-from ernie_tiny.evaluation.schema import EvaluateConfig, TaskEntry
+from ernie_tiny.evaluation.schema import EvaluateConfig, EvalTaskEntry
 from ernie_tiny.finetune.schedule import FINETUNE_PROTOCOL
+from ernie_tiny.tasks.data import TrainDev, read_task_splits
 
 RESULTS_PREFIX = "grid_points"
 
@@ -107,7 +108,7 @@ def point_key(point: GridPoint, settings: dict) -> str:
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def task_settings(config: EvaluateConfig, entry: TaskEntry, card, model_id: str) -> dict:
+def task_settings(config: EvaluateConfig, entry: EvalTaskEntry, card, model_id: str) -> dict:
     grid = config.Grid
     return {"model": model_id, "card": card.model_dump(mode="json"),
             "data_dir": os.path.abspath(config.Data.dir) if config.Data.dir else "",
@@ -117,52 +118,27 @@ def task_settings(config: EvaluateConfig, entry: TaskEntry, card, model_id: str)
             "weight_decay": grid.weight_decay, "max_grad_norm": grid.max_grad_norm, "protocol": FINETUNE_PROTOCOL}
 
 
-class TaskData:
+def load_task_data(card, entry: EvalTaskEntry, data_dir: str, tokenizer) -> TrainDev:
     """A task's train and dev splits, read (validated against the card) and encoded once."""
-
-    def __init__(self, card, entry: TaskEntry, data_dir: str, tokenizer):
-        from ernie_tiny.tasks.encode import encode
-        started = time.time()
-        train, dev = read_splits(card, entry, data_dir)
-        self.labels = train.labels
-        max_length = entry.max_length or card.max_length
-        self.train = encode(train.examples, tokenizer, max_length, card.head)
-        self.dev = encode(dev.examples, tokenizer, max_length, card.head)
-        self.skipped_train, self.skipped_dev = train.skipped, dev.skipped
-        self.majority = majority_baseline(card, self.labels, self.train, self.dev)
-        skipped = f"; skipped {train.skipped} train / {dev.skipped} dev rows labelled {card.label.skip}" \
-            if card.label.skip else ""
-        if skipped and train.source.startswith("paddlenlp:"):
-            skipped += " (besides any PaddleNLP's loader drops itself: OCNLI's, uncounted)"
-        print(f"[{card.name}] {len(self.train)} train / {len(self.dev)} dev examples from {train.source}, "
-              f"{len(self.labels)} labels{skipped}; always the most frequent train label scores "
-              f"{self.majority:.2f} ({time.time() - started:.0f}s)", flush=True)
+    started = time.time()
+    data = TrainDev.load(card, entry, tokenizer, data_dir)
+    train, dev = data.train, data.dev
+    skipped = f"; skipped {train.skipped} train / {dev.skipped} dev rows labelled {card.label.skip}" \
+        if card.label.skip else ""
+    if skipped and train.source.startswith("paddlenlp:"):
+        skipped += " (besides any PaddleNLP's loader drops itself: OCNLI's, uncounted)"
+    print(f"[{card.name}] {len(train)} train / {len(dev)} dev examples from {train.source}, "
+          f"{len(data.labels)} labels{skipped}; always the most frequent train label scores "
+          f"{data.majority:.2f} ({time.time() - started:.0f}s)", flush=True)
+    return data
 
 
-def majority_baseline(card, labels, train, dev) -> float:
-    """The dev score of always predicting the most frequent train label (tag, for token tasks):
-    the floor a finetuned model has to beat, printed beside every score."""
-    import numpy as np
-
-    from ernie_tiny.tasks.encode import IGNORE
-    from ernie_tiny.tasks.metrics import score
-
-    if card.head == "token":
-        counts = np.bincount([t for f in train for t in f.labels if t != IGNORE], minlength=len(labels))
-        width = max(len(f.labels) for f in dev)
-        gold = np.array([f.labels + [IGNORE] * (width - len(f.labels)) for f in dev])
-    else:
-        counts = np.bincount([f.labels for f in train], minlength=len(labels))
-        gold = np.array([f.labels for f in dev])
-    return float(score(card.metric, np.full_like(gold, int(np.argmax(counts))), gold, labels))
-
-
-def run_point(config: EvaluateConfig, card, data: TaskData, point: GridPoint, key: str, pad_token_id: int,
+def run_point(config: EvaluateConfig, card, data: TrainDev, point: GridPoint, key: str, pad_token_id: int,
               output_dir: Path) -> dict:
     """Finetune a fresh copy of the model at one grid point; its dev curve goes to VisualDL."""
     from visualdl import LogWriter
 
-    from ernie_tiny.finetune.trainer import FinetuneParams, finetune
+    from ernie_tiny.finetune.loop import FinetuneParams, finetune
 
     grid = config.Grid
     params = FinetuneParams(lr=point.learning_rate, batch_size=point.batch_size, epochs=point.epochs,
@@ -178,14 +154,14 @@ def run_point(config: EvaluateConfig, card, data: TaskData, point: GridPoint, ke
         print(f"    step {step}: loss {loss:.4f}, dev {card.metric} {score:.2f}", flush=True)
 
     try:
-        result = finetune(config.Model.path, card, data.labels, data.train, data.dev, pad_token_id, params,
-                          on_eval=on_eval)
+        result = finetune(config.Model.path, card, data.labels, data.train.features, data.dev.features,
+                          pad_token_id, params, on_eval=on_eval)
     finally:
         writer.close()
     return {"key": key, **point.as_dict(), "metric": card.metric, "score": result.best_score,
             "best_step": result.best_step, "steps": result.steps, "seconds": round(result.seconds, 2),
             "evals": result.evals, "train_examples": len(data.train), "dev_examples": len(data.dev),
-            "skipped_train": data.skipped_train, "skipped_dev": data.skipped_dev, "majority": data.majority,
+            "skipped_train": data.train.skipped, "skipped_dev": data.dev.skipped, "majority": data.majority,
             "model": config.Model.display_name(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
@@ -213,17 +189,7 @@ def check_data(pending: List[tuple], data_dir: str) -> None:
     """Read (and so validate) every split the pending tasks need before the first point runs:
     a bad line in the last task's files stops the run now, not hours in."""
     for entry, card in pending:
-        read_splits(card, entry, data_dir)
-
-
-def read_splits(card, entry: TaskEntry, data_dir: str) -> tuple:
-    """A task's (train, dev) splits as the run samples them, each with at least one row."""
-    from ernie_tiny.tasks.readers import read_split, require_rows
-
-    train = require_rows(read_split(card, "train", data_dir or None, max_examples=entry.max_train_examples))
-    dev = require_rows(read_split(card, "dev", data_dir or None, labels=train.labels,
-                                  max_examples=entry.max_dev_examples))
-    return train, dev
+        read_task_splits(card, entry, data_dir)
 
 
 def _wait_for(log: ResultsLog, keys: List[str], poll_seconds: float = 10.0) -> Dict[str, dict]:
@@ -247,7 +213,7 @@ def run(config: EvaluateConfig) -> Optional[List[Path]]:
     from paddlenlp.transformers import AutoTokenizer
 
     from ernie_tiny import runtime
-    from ernie_tiny.evaluation.report import write_report
+    from ernie_tiny.evaluation.report import write_results
 
     # per-point "newly initialized classifier" notices drown the progress; the ranks share the
     # grid through the file system (no process group)
@@ -271,10 +237,10 @@ def run(config: EvaluateConfig) -> Optional[List[Path]]:
 
     pending = list({item[1].name: item[:2] for item in todo}.values())  # (entry, card) per task, in order
     check_data(pending[1:], config.Data.dir)  # the first is read right away
-    data: Dict[str, TaskData] = {}
+    data: Dict[str, TrainDev] = {}
     if pending:
         entry, card = pending[0]
-        data[card.name] = TaskData(card, entry, config.Data.dir, tokenizer)
+        data[card.name] = load_task_data(card, entry, config.Data.dir, tokenizer)
     # every input is read: only now is the output directory made (a bad input leaves it as it was)
     output_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
@@ -283,7 +249,7 @@ def run(config: EvaluateConfig) -> Optional[List[Path]]:
     for number, (entry, card, point, key) in enumerate(todo, 1):
         if card.name not in data:
             data.clear()  # one task's data in memory at a time
-            data[card.name] = TaskData(card, entry, config.Data.dir, tokenizer)
+            data[card.name] = load_task_data(card, entry, config.Data.dir, tokenizer)
         print(f"[{card.name}] point {number}/{len(todo)}: batch {point.batch_size}, lr {point.learning_rate:g}, "
               f"dropout {point.dropout:g}, {point.epochs} epochs, seed {point.seed}", flush=True)
         record = run_point(config, card, data[card.name], point, key, tokenizer.pad_token_id, output_dir)
@@ -295,8 +261,8 @@ def run(config: EvaluateConfig) -> Optional[List[Path]]:
         return None
     keys = [item[3] for item in plan]
     done = _wait_for(log, keys) if world > 1 else log.load()
-    written = write_report(output_dir, [done[k] for k in keys], config.Model.display_name(),
-                           config.Report.reference, config.Report.chart, config.Report.groups)
+    written = write_results(output_dir, [done[k] for k in keys], config.Model.display_name(),
+                            config.Report.reference, config.Report.chart, config.Report.groups)
     print((output_dir / "results.md").read_text(encoding="utf-8"))
     print("written: " + ", ".join(str(p) for p in written), flush=True)
     return written

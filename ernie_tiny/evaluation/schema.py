@@ -48,7 +48,7 @@ class EvalDataSection(Section):
             yield "dir", f"{self.dir!r}: no such directory"
 
 
-class TaskEntry(TaskSampleEntry):
+class EvalTaskEntry(TaskSampleEntry):
     epochs: Optional[int] = Field(None, ge=1, description="None = Grid.epochs, else the card's")
 
 
@@ -115,7 +115,7 @@ class EvaluateConfig(Section):
     Global: EvalGlobalSection = Field(default_factory=EvalGlobalSection)
     Model: EvalModelSection
     Data: EvalDataSection = Field(default_factory=EvalDataSection)
-    Tasks: List[TaskEntry] = Field(min_length=1)
+    Tasks: List[EvalTaskEntry] = Field(min_length=1)
     Grid: GridSection = Field(default_factory=GridSection)
     Report: ReportSection = Field(default_factory=ReportSection)
 

@@ -13,7 +13,7 @@ from typing import List, Optional
 from pydantic import Field
 
 from ernie_tiny.config import Section
-from ernie_tiny.evaluation.schema import TaskEntry
+from ernie_tiny.evaluation.schema import EvalTaskEntry
 from ernie_tiny.pipeline.schema import PipelineGlobal, StageEntry
 
 
@@ -46,8 +46,8 @@ class EvaluationSection(StageEntry):
     experiment sets Tasks, Grid.seeds, Model.path and Model.name for each (arm, task set)."""
 
     seeds: List[int] = Field(min_length=1, description="finetuning seeds: every score is a mean over them")
-    in_domain: List[TaskEntry] = Field(min_length=1, description="tasks the MTL teacher was finetuned on")
-    held_out: List[TaskEntry] = Field(min_length=1, description="tasks the teacher never saw")
+    in_domain: List[EvalTaskEntry] = Field(min_length=1, description="tasks the MTL teacher was finetuned on")
+    held_out: List[EvalTaskEntry] = Field(min_length=1, description="tasks the teacher never saw")
     low_resource: LowResourceSection
 
 

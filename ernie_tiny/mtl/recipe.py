@@ -13,10 +13,9 @@ mean dev score is kept as
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import paddle
@@ -24,59 +23,37 @@ import paddle
 from ernie_tiny import runtime
 from ernie_tiny.config import dump_config
 from ernie_tiny.data.sampler import ResumableBatchSampler
-from ernie_tiny.finetune.trainer import evaluate
+from ernie_tiny.files import replacing_directory
+from ernie_tiny.finetune.loop import evaluate
 from ernie_tiny.mtl.model import MultiTaskModel, save_heads, task_loss
 from ernie_tiny.mtl.result import HEADS_DIR, TEACHER_DIR
 from ernie_tiny.mtl.sampling import MultiTaskBatches, TaskSchedule
-from ernie_tiny.mtl.schema import TaskEntry, TeacherMTLConfig
+from ernie_tiny.mtl.schema import TeacherMTLConfig, TeacherTaskEntry
 from ernie_tiny.prefetch import Prefetcher
-from ernie_tiny.tasks.card import TaskCard
-from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode
-from ernie_tiny.tasks.metrics import score
-from ernie_tiny.tasks.readers import TaskDataError, read_split, require_rows
+from ernie_tiny.tasks.data import TrainDev
+from ernie_tiny.tasks.encode import collate
+from ernie_tiny.tasks.readers import TaskDataError
 from ernie_tiny.tokenization import load_tokenizer
 from ernie_tiny.training import Trainer, read_scalars
 
 
 @dataclass
-class TaskData:
-    card: TaskCard
-    entry: TaskEntry
-    labels: List[str]
-    train: List[Features]
-    dev: List[Features]
+class TeacherTask(TrainDev):
+    """One of the teacher's tasks: its train and dev splits, encoded, and its config entry."""
 
-    @property
-    def name(self) -> str:
-        return self.card.name
+    entry: Optional[TeacherTaskEntry] = None
 
 
-def load_tasks(config: TeacherMTLConfig, tokenizer) -> List[TaskData]:
+def load_tasks(config: TeacherMTLConfig, tokenizer) -> List[TeacherTask]:
     """Each card's train and dev split (dev labels come from train), encoded by ``tokenizer``."""
     tasks = []
-    data_dir = config.Data.dir or None
     for entry, card in zip(config.Tasks, config.cards()):
-        train = require_rows(read_split(card, "train", data_dir, max_examples=entry.max_train_examples))
-        dev = require_rows(read_split(card, "dev", data_dir, labels=train.labels, max_examples=entry.max_dev_examples))
-        length = entry.length(card)
-        tasks.append(TaskData(card, entry, train.labels, encode(train.examples, tokenizer, length, card.head),
-                              encode(dev.examples, tokenizer, length, card.head)))
+        data = TrainDev.load(card, entry, tokenizer, config.Data.dir)
+        tasks.append(TeacherTask(data.train, data.dev, entry))
     return tasks
 
 
-def majority_baseline(task: TaskData) -> float:
-    """The dev score of always predicting the dev split's most frequent label (token tasks:
-    its most frequent tag at every position), under the task's metric."""
-    if task.card.head == "token":
-        width = max(len(f.labels) for f in task.dev)
-        gold = np.stack([np.pad(f.labels, (0, width - len(f.labels)), constant_values=IGNORE) for f in task.dev])
-    else:
-        gold = np.array([f.labels for f in task.dev])
-    majority = np.bincount(gold[gold != IGNORE]).argmax()
-    return score(task.card.metric, np.full_like(gold, majority), gold, task.labels)
-
-
-def heads_info(tasks: List[TaskData], scores: Dict[str, float], baselines: Dict[str, float], step: int) -> dict:
+def heads_info(tasks: List[TeacherTask], scores: Dict[str, float], baselines: Dict[str, float], step: int) -> dict:
     return {"step": step, "mean_dev_score": float(np.mean(list(scores.values()))),
             "tasks": {t.name: {"head": t.card.head, "labels": t.labels, "metric": t.card.metric,
                                "dev_score": scores[t.name], "majority_baseline": baselines[t.name],
@@ -87,17 +64,13 @@ def heads_info(tasks: List[TaskData], scores: Dict[str, float], baselines: Dict[
 
 
 def save_best(output_dir: Path, model: MultiTaskModel, tokenizer, config: TeacherMTLConfig, info: dict) -> None:
-    """``teacher/`` and ``heads/``, each written under a temporary name and then renamed."""
-    parts = {TEACHER_DIR: output_dir / ".tmp_teacher", HEADS_DIR: output_dir / ".tmp_heads"}
-    for tmp in parts.values():
-        shutil.rmtree(tmp, ignore_errors=True)
-    model.ernie.save_pretrained(str(parts[TEACHER_DIR]), safe_serialization=True)
-    tokenizer.save_pretrained(str(parts[TEACHER_DIR]))
-    dump_config(config, parts[TEACHER_DIR] / "teacher_mtl_config.yaml")
-    save_heads(model, parts[HEADS_DIR], info)
-    for name, tmp in parts.items():
-        shutil.rmtree(output_dir / name, ignore_errors=True)
-        tmp.rename(output_dir / name)
+    """``teacher/`` and ``heads/``, each written under a temporary name; both renamed once both are written."""
+    with replacing_directory(output_dir / TEACHER_DIR) as teacher, \
+            replacing_directory(output_dir / HEADS_DIR) as heads:
+        model.ernie.save_pretrained(str(teacher), safe_serialization=True)
+        tokenizer.save_pretrained(str(teacher))
+        dump_config(config, teacher / "teacher_mtl_config.yaml")
+        save_heads(model, heads, info)
 
 
 def run(config: TeacherMTLConfig) -> Path:
@@ -113,7 +86,7 @@ def run(config: TeacherMTLConfig) -> Path:
                                 f"(Train.batch_size {config.Train.batch_size} x {rt.world_size} processes): lower "
                                 f"Train.batch_size or give the task more examples")
     by_name = {t.name: t for t in tasks}
-    baselines = {t.name: majority_baseline(t) for t in tasks}
+    baselines = {t.name: t.majority for t in tasks}
     model = MultiTaskModel(ErnieModel.from_pretrained(config.Model.name_or_path),
                            {t.name: (t.card.head, len(t.labels), t.card.dropout[0]) for t in tasks})
     train = config.Train
@@ -178,7 +151,7 @@ def run(config: TeacherMTLConfig) -> Path:
     shares = ", ".join(f"{t.name} {len(t.train)}/{len(t.dev)} p={p:.3f} ({baselines[t.name]:.1f})"
                        for t, p in zip(tasks, schedule.probabilities))
     trainer.fit(micro_step, after_step, banner=(
-        f"tasks (train/dev examples, draw probability under the {config.Schedule.kind} schedule, dev majority "
+        f"tasks (train/dev examples, draw probability under the {config.Schedule.kind} schedule, majority "
         f"baseline): {shares}; "
         f"world size {rt.world_size}, device {rt.device}"))
     batches.close()

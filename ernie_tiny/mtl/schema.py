@@ -20,7 +20,7 @@ from ernie_tiny.schema import (GlobalSection, ModelSection, OptimizerSection, Ta
 from ernie_tiny.tasks.card import TaskCard, load_card
 
 
-class TaskEntry(TaskSampleEntry):
+class TeacherTaskEntry(TaskSampleEntry):
     weight: float = Field(1.0, gt=0, description="multiplies the task's loss")
 
     def length(self, card: TaskCard) -> int:
@@ -53,7 +53,7 @@ class MTLTrainSection(TrainSection):
 class TeacherMTLConfig(Section):
     Global: GlobalSection = Field(default_factory=lambda: GlobalSection(output_dir="output/teacher_mtl"))
     Model: ModelSection = Field(default_factory=ModelSection)
-    Tasks: List[TaskEntry] = Field(min_length=1)
+    Tasks: List[TeacherTaskEntry] = Field(min_length=1)
     Schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     Data: TaskDataSection = Field(default_factory=TaskDataSection)
     Optimizer: OptimizerSection = Field(default_factory=lambda: OptimizerSection(

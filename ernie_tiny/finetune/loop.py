@@ -5,7 +5,6 @@ best weights, when asked to save). Steps, warm-up and the evaluation schedule fo
 CLUE benchmark (``ernie_tiny.finetune.schedule``); so does the grid's dropout (``build_task_model``)."""
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +12,15 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import paddle
-from paddlenlp.transformers import (AutoModelForSequenceClassification, AutoModelForTokenClassification,
-                                    LinearDecayWithWarmup)
+from paddlenlp.transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
+from ernie_tiny.files import replacing_directory
 from ernie_tiny.finetune.schedule import batches_per_epoch, eval_interval, total_steps, warmup_steps
 from ernie_tiny.tasks.card import TaskCard
 from ernie_tiny.tasks.encode import IGNORE, Features, collate
+from ernie_tiny.schema import OptimizerSection
 from ernie_tiny.tasks.metrics import score
+from ernie_tiny.training import build_optimizer
 
 
 @dataclass
@@ -71,17 +72,14 @@ def set_encoder_dropout(model, p: float) -> None:
         layer.dropout2.p = p
 
 
-def build_optimizer(model, params: FinetuneParams, total: int):
-    """(AdamW, its scheduler): linear warm-up over ``warmup_steps`` then linear decay to 0 at
-    ``total``; weight decay off for biases and norms; the global gradient norm clipped at
-    ``params.max_grad_norm`` (the benchmark's ``ClipGradByGlobalNorm(1.0)``)."""
-    scheduler = LinearDecayWithWarmup(params.lr, total, warmup_steps(total, params.warmup_ratio))
-    decay = {p.name for n, p in model.named_parameters() if not any(k in n for k in ("bias", "norm"))}
-    clip = paddle.nn.ClipGradByGlobalNorm(params.max_grad_norm) if params.max_grad_norm > 0 else None
-    optimizer = paddle.optimizer.AdamW(learning_rate=scheduler, parameters=model.parameters(),
-                                       weight_decay=params.weight_decay, apply_decay_param_fun=lambda n: n in decay,
-                                       grad_clip=clip)
-    return optimizer, scheduler
+def finetune_optimizer(model, params: FinetuneParams, total: int):
+    """(AdamW, its scheduler) from ``training.build_optimizer`` under the benchmark's settings:
+    Paddle's default moments (0.9, 0.999, eps 1e-8), linear warm-up over ``warmup_steps`` (rounded
+    down) then linear decay to 0 at ``total``; weight decay off for biases and norms; the global
+    gradient norm clipped at ``params.max_grad_norm`` (the benchmark's ``ClipGradByGlobalNorm(1.0)``)."""
+    settings = OptimizerSection(lr=params.lr, betas=[0.9, 0.999], eps=1e-8, weight_decay=params.weight_decay,
+                                warmup_ratio=params.warmup_ratio, clip_norm=params.max_grad_norm)
+    return build_optimizer(settings, total, model, warmup=warmup_steps(total, params.warmup_ratio))
 
 
 def predict(model, features: Sequence[Features], batch_size: int, pad_token_id: int) -> tuple:
@@ -120,7 +118,7 @@ def finetune(model_dir: str, card: TaskCard, labels: Sequence[str], train: Seque
     model = build_task_model(model_dir, card, len(labels), params.dropout)
     batches = batches_per_epoch(len(train), params.batch_size)
     total = total_steps(len(train), params.batch_size, params.epochs, params.max_steps)
-    optimizer, scheduler = build_optimizer(model, params, total)
+    optimizer, scheduler = finetune_optimizer(model, params, total)
     loss_fn = paddle.nn.CrossEntropyLoss(ignore_index=IGNORE)
     eval_every = eval_interval(batches, params.eval_every, card.evals_per_epoch)
     result = FinetuneResult(best_score=-1.0, best_step=0, steps=total, seconds=0.0)
@@ -154,11 +152,8 @@ def finetune(model_dir: str, card: TaskCard, labels: Sequence[str], train: Seque
     result.seconds = time.time() - started
     if save_dir is not None and best_state is not None:
         model.set_state_dict({k: paddle.to_tensor(v) for k, v in best_state.items()})
-        tmp = Path(str(save_dir) + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp))
-        shutil.rmtree(save_dir, ignore_errors=True)
-        tmp.rename(save_dir)
+        with replacing_directory(save_dir) as tmp:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(str(tmp))
     return result
