@@ -240,11 +240,13 @@ def test_latency_benchmark_times_every_runtime_on_the_same_inputs(sequence_expor
     assert main(["latency", "--model_dir", str(out), "--batches", "1", "4", "--seqs", "16", "--iters", "3",
                  "--warmup", "1", "--matmul_size", "256", "--output", str(report), "--json", str(raw)]) == 0
     rows = json.loads(raw.read_text())["rows"]
-    assert {(r["runtime"], r["batch"]) for r in rows} == {(n, b) for n in ("eager", "paddle", "onnx", "onnx-int8")
-                                                          for b in (1, 4)}
+    assert {(r["runtime"], r["batch"]) for r in rows} == {
+        (n, b) for n in ("eager", "paddle", "onnx", "onnx-fused", "onnx-int8", "auto") for b in (1, 4)}
+    assert all(r["vs_onnx"] > 0 for r in rows)
     assert all(r["n"] == 3 and 0 < r["median_ms"] <= r["p99_ms"] and r["gflops"] > 0 for r in rows)
     table = report.read_text()
-    assert "| runtime | batch x seq |" in table and "| onnx-int8 | 4 x 16 |" in table
+    assert "| runtime | batch x seq |" in table and "| onnx-int8 | 4 x 16 |" in table and "| auto | 1 x 16 |" in table
+    assert "instruction sets" in table and "model.fused.onnx" in table
     assert main(["latency", "--model_dir", str(tmp_path)]) == 2  # not an inference directory
 
 
