@@ -54,6 +54,7 @@ setup(
     ],
     extras_require={
         "gpu": [],  # install paddlepaddle-gpu from Paddle's index first; see README
+        "openvino": ["openvino==2026.4.1"],  # the predictor's optional openvino backend (reads the ONNX export)
         "dev": [
             "pytest>=7",
             "schemathesis==4.32.5",  # fuzzes the server's OpenAPI schema (tests/test_serving.py)

@@ -42,16 +42,20 @@ def test_time_backends_runs_each_on_the_same_inputs_per_shape():
         assert len(calls) == 6 and len({s for _, s in calls}) == 1  # 3 calls each, identical inputs
 
 
-def test_resolve_backend_follows_the_recorded_choice_when_its_model_exists():
-    info = {"onnx": "model.onnx", "onnx_fused": "model.fused.onnx", "onnx_int8": "model.int8.onnx",
-            "timing": {"auto": {"fp32": "onnx-fused", "int8": "onnx-int8"}}}
-    assert resolve_backend("auto", info) == "onnx-fused"
-    assert resolve_backend("auto", info, allow_int8=True) == "onnx-int8"
+def test_resolve_backend_takes_the_fastest_recorded_backend_this_export_can_run():
+    info = {"onnx": "model.onnx", "onnx_fused": "model.fused.onnx", "onnx_int8": "model.int8.onnx"}
+    assert resolve_backend("auto", info) == "onnx"  # exported before timings existed: onnxruntime fp32
     assert resolve_backend("auto", info, device="gpu") == "paddle"
     assert resolve_backend("paddle", info) == "paddle"
-    assert resolve_backend("auto", {**info, "onnx_fused": None}) == "onnx"  # choice missing: plain fp32
-    assert resolve_backend("auto", {"onnx": "model.onnx"}) == "onnx"  # exported before timings existed
     assert resolve_backend("auto", {"onnx": None}) == "paddle"
+    timed = {**info, "timing": {"median_ms": MS}}  # auto recomputes from the recorded medians
+    assert resolve_backend("auto", timed) == "onnx-fused" and resolve_backend("auto", timed, allow_int8=True) == \
+        "onnx-int8"
+    assert resolve_backend("auto", {**timed, "onnx_fused": None}) == "onnx"  # fastest of what this export has
+    slow_fused = {**timed, "timing": {"median_ms": {**MS, "openvino": [1.0, 1.0]}}}
+    assert resolve_backend("auto", slow_fused) == "onnx-fused"  # openvino timed but not checked: not taken
+    checked = {**slow_fused, "checks": {"openvino": {"max_abs_diff": 0.0}}}
+    assert resolve_backend("auto", checked) == "openvino"
 
 
 def test_pruning_keeps_specials_frequent_ids_and_every_seen_token():

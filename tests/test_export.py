@@ -103,7 +103,7 @@ def test_sequence_export_writes_a_checked_inference_directory(sequence_export):
         assert (out / name).is_file(), name
     shapes = info["checks"]["paddle_inference"]["batch_shapes"]
     assert {b for b, _ in shapes} == {1, 3, 8, 32} and len({n for _, n in shapes}) > 1  # dynamic batch and length
-    assert set(info["checks"]) == {"paddle_inference", "onnxruntime", "onnxruntime_fused"}
+    assert set(info["checks"]) == {"paddle_inference", "onnxruntime", "onnxruntime_fused", "openvino"}
     for check in info["checks"].values():
         assert check["max_abs_diff"] <= ATOL and check["argmax_agreement"] == 1.0
     assert not any(p.name.endswith(".tmp") for p in out.parent.iterdir())
@@ -325,14 +325,15 @@ def test_export_times_every_backend_and_auto_runs_the_fastest_fp32(sequence_expo
     _, out = sequence_export
     info = json.loads((out / "deploy.json").read_text())
     timing = info["timing"]
-    assert set(timing["median_ms"]) == {"paddle", "onnx", "onnx-fused", "onnx-int8"}
+    assert set(timing["median_ms"]) == {"paddle", "onnx", "onnx-fused", "onnx-int8", "openvino"}
     assert timing["shapes"] == [[1, 128], [4, 128]] and all(len(t) == 2 and min(t) > 0
                                                              for t in timing["median_ms"].values())
     assert isinstance(timing["cpu"]["instruction_sets"], list)
     # auto follows the recorded timings: make int8 the fastest and fused the fastest fp32
     edited = tmp_path / "export"
     shutil.copytree(out, edited)
-    timing["median_ms"] = {"paddle": [9, 90], "onnx": [5, 50], "onnx-fused": [4, 45], "onnx-int8": [2, 20]}
+    timing["median_ms"] = {"paddle": [9, 90], "onnx": [5, 50], "onnx-fused": [4, 45], "onnx-int8": [2, 20],
+                           "openvino": [6, 40]}
     timing["auto"] = {"fp32": "onnx-fused", "int8": "onnx-int8"}
     (edited / "deploy.json").write_text(json.dumps({**info, "timing": timing}))
     chosen = Predictor(edited)
@@ -341,6 +342,19 @@ def test_export_times_every_backend_and_auto_runs_the_fastest_fp32(sequence_expo
         in chosen.description
     assert Predictor(edited, allow_int8=True).backend_name == "onnx-int8"
     assert Predictor(edited, backend="onnx").description.endswith("; chosen")
+    timing["median_ms"]["openvino"] = [3, 40]  # now the fastest fp32 over both shapes
+    (edited / "deploy.json").write_text(json.dumps({**info, "timing": timing}))
+    assert Predictor(edited).backend_name == "openvino"
+
+
+def test_openvino_backend_matches_eager(sequence_export):
+    from ernie_tiny.deploy.predictor import Predictor
+
+    model_dir, out = sequence_export
+    openvino = Predictor(out, backend="openvino", batch_size=2)
+    assert openvino.backend.description.startswith("openvino ")
+    expected = np.stack(eager_logits(model_dir, "sequence", openvino, TEXTS))
+    np.testing.assert_allclose(np.stack(openvino.logits(openvino.encode(TEXTS))), expected, atol=ATOL, rtol=0)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ Steps, top to bottom (``run``):
    differing by more than ``Export.atol`` fails the export;
 4. ONNX (``Export.onnx``): paddle2onnx converts the saved model; onnxruntime is checked the same
    way; with ``Export.fuse`` the fused graph (``ernie_tiny.deploy.onnx_fusion``) is written beside
-   it (fusion counts in ``deploy.json`` ``fusion``) and checked too;
+   it (fusion counts in ``deploy.json`` ``fusion``) and checked too, and so is OpenVINO on the
+   plain graph when the ``openvino`` extra is installed (``Export.openvino``);
 5. int8 (``Export.int8``): onnxruntime quantization (``ernie_tiny.deploy.quantize``) of the fused
    graph (the plain one without ``Export.fuse``); fp32 and int8 are scored on the same dev
    examples with the task metric, and an int8 model that loses more than
@@ -46,7 +47,7 @@ import numpy as np
 
 from ernie_tiny.config import ConfigError, dump_config
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE
-from ernie_tiny.deploy.predictor import INPUT_NAMES, OnnxBackend, PaddleBackend
+from ernie_tiny.deploy.predictor import INPUT_NAMES, OnnxBackend, OpenVinoBackend, PaddleBackend, openvino_installed
 from ernie_tiny.deploy.schema import TASK_FILE, ExportConfig
 from ernie_tiny.tasks.encode import Features, collate
 
@@ -192,6 +193,8 @@ def add_timing(tmp: Path, info: dict, ex, length: int, vocab_size: int) -> dict:
 
     backends = {"paddle": PaddleBackend(tmp)}
     backends.update({name: OnnxBackend(tmp / info[key]) for name, key in ONNX_FILES.items() if info.get(key)})
+    if info["checks"].get("openvino"):
+        backends["openvino"] = OpenVinoBackend(tmp / info["onnx"])
     shapes = [(1, length), (ex.timing_batch, length)]
     ms = time_backends(backends, shapes, vocab_size, ex.timing_repeats, ex.timing_warmup)
     record = timing_record(ms, shapes, ex.timing_repeats)
@@ -265,6 +268,9 @@ def run(config: ExportConfig) -> Path:
             info["onnx"] = export_onnx(tmp, files, ex.opset)
             fp32 = OnnxBackend(tmp / info["onnx"])
             info["checks"]["onnxruntime"] = compare("onnxruntime", fp32, reference, batches, ex.atol)
+            if ex.openvino and openvino_installed():
+                info["checks"]["openvino"] = compare("OpenVINO", OpenVinoBackend(tmp / info["onnx"]), reference,
+                                                     batches, ex.atol)
             if ex.fuse:
                 info["onnx_fused"], info["fusion"] = add_fused(tmp, info["onnx"], model.config)
                 fp32 = OnnxBackend(tmp / info["onnx_fused"])

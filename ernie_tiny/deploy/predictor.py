@@ -9,6 +9,9 @@ two runtimes:
 * ``onnx`` / ``onnx-fused`` / ``onnx-int8``: onnxruntime on CPU, on the plain paddle2onnx
   conversion, on its fused graph (``ernie_tiny.deploy.onnx_fusion``), or on the int8
   quantization of the fused graph.
+* ``openvino``: OpenVINO's CPU runtime on the plain ONNX export (it reads ONNX directly; the
+  fused graph's onnxruntime-only ops it does not), when the ``openvino`` extra is installed and
+  the export checked it.
 * ``auto``: on CPU, the fastest fp32 backend that the export timed on its machine
   (``deploy.json`` ``timing``, ``ernie_tiny.deploy.backend_timing``), int8 included only with
   ``allow_int8``; exports without timings take onnxruntime fp32, and GPU takes Paddle.
@@ -33,11 +36,12 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE, model_file, read_deploy_info  # noqa: F401 (re-exported)
+from ernie_tiny.deploy.backend_timing import INT8_BACKENDS, choose
 from ernie_tiny.deploy.inputs import DeployInputError
 from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode_sequence, encode_tokens
 from ernie_tiny.tasks.readers import Example
 
-BACKENDS = ("auto", "paddle", "onnx", "onnx-fused", "onnx-int8")
+BACKENDS = ("auto", "paddle", "onnx", "onnx-fused", "onnx-int8", "openvino")
 ONNX_FILES = {"onnx": "onnx", "onnx-fused": "onnx_fused", "onnx-int8": "onnx_int8"}  # backend -> deploy.json key
 INPUT_NAMES = ("input_ids", "token_type_ids")
 LENGTH_BUCKET = 16
@@ -172,6 +176,32 @@ class OnnxBackend:
         return self.session.run(None, feed)[0]
 
 
+def openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+class OpenVinoBackend:
+    """OpenVINO on CPU over an ONNX file: ``backend(input_ids, token_type_ids) -> logits``
+    (dynamic batch and length; latency hint, a fixed thread count)."""
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        import openvino as ov
+
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+            "INFERENCE_NUM_THREADS": threads or default_threads(), "PERFORMANCE_HINT": "LATENCY"})
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [port.get_any_name() for port in self.compiled.inputs]
+        self.output = self.compiled.outputs[0]
+        self.description = f"openvino {ov.__version__.split('-')[0]} cpu ({Path(path).name})"
+
+    def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        feed = dict(zip(self.input_names, (input_ids.astype(np.int64), token_type_ids.astype(np.int64))))
+        return np.array(self.request.infer(feed)[self.output], copy=True)  # the request reuses its buffer
+
+
 def add_backend_arguments(parser) -> None:
     """The command-line flags that choose and tune a backend (deploy/python/infer.py, deploy/serving/server.py)."""
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
@@ -209,10 +239,21 @@ def resolve_backend(backend: str, info: dict, device: str = "cpu", allow_int8: b
         return backend
     if device != "cpu":
         return "paddle"
-    chosen = (info.get("timing") or {}).get("auto", {}).get("int8" if allow_int8 else "fp32")
-    if chosen in BACKENDS and (chosen == "paddle" or info.get(ONNX_FILES[chosen])):
-        return chosen
+    timed = {name: ms for name, ms in ((info.get("timing") or {}).get("median_ms") or {}).items()
+             if available(name, info)}
+    if timed and (allow_int8 or set(timed) - set(INT8_BACKENDS)):
+        return choose(timed, allow_int8)
     return "onnx" if info.get("onnx") else "paddle"
+
+
+def available(backend: str, info: dict) -> bool:
+    """Whether ``backend`` can run this export here (its model file exported and checked; for
+    openvino also the package installed)."""
+    if backend == "paddle":
+        return True
+    if backend == "openvino":
+        return bool(info.get("onnx") and (info.get("checks") or {}).get("openvino")) and openvino_installed()
+    return backend in ONNX_FILES and bool(info.get(ONNX_FILES[backend]))
 
 
 def auto_reason(backend: str, requested: str, info: dict) -> str:
@@ -233,6 +274,12 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     backend = resolve_backend(backend, info, options.get("device", "cpu"), options.pop("allow_int8", False))
     if backend == "paddle":
         return PaddleBackend(model_dir, **options)
+    if backend == "openvino":
+        if not info.get("onnx") or not openvino_installed():
+            raise DeployInputError(f"backend openvino needs the ONNX export (Export.onnx: true) and the openvino "
+                                   f"package (pip install -e .[openvino]); {model_dir} has "
+                                   f"{'no ONNX model' if not info.get('onnx') else 'it, the package is missing'}")
+        return OpenVinoBackend(model_file(model_dir, info["onnx"]), threads=options.get("threads", 0))
     if backend in ONNX_FILES:
         key = ONNX_FILES[backend]
         if not info.get(key):

@@ -74,6 +74,8 @@ class ExportSection(Section):
     atol: float = Field(1e-4, gt=0, description="largest allowed |eager - exported| on any logit")
     onnx: bool = Field(True, description="also convert to ONNX with paddle2onnx (for the onnx backends and int8)")
     opset: int = Field(14, ge=11, description="ONNX opset")
+    openvino: bool = Field(True, description="with onnx, when the openvino package (extra) is installed: check "
+                                             "and time OpenVINO on the ONNX model too, so auto may pick it")
     fuse: bool = Field(True, description="with onnx: also write the fused graph (onnxruntime's transformer "
                                          "optimizer: attention, skip-layer-norm, gelu, embedding), checked like the "
                                          "others; int8 then quantizes it")
