@@ -241,7 +241,7 @@ def test_latency_benchmark_times_every_runtime_on_the_same_inputs(sequence_expor
                  "--warmup", "1", "--matmul_size", "256", "--output", str(report), "--json", str(raw)]) == 0
     rows = json.loads(raw.read_text())["rows"]
     assert {(r["runtime"], r["batch"]) for r in rows} == {
-        (n, b) for n in ("eager", "paddle", "onnx", "onnx-fused", "onnx-int8", "auto") for b in (1, 4)}
+        (n, b) for n in ("eager", "paddle", "onnx", "onnx-fused", "onnx-int8", "openvino", "auto") for b in (1, 4)}
     assert all(r["vs_onnx"] > 0 for r in rows)
     assert all(r["n"] == 3 and 0 < r["median_ms"] <= r["p99_ms"] and r["gflops"] > 0 for r in rows)
     table = report.read_text()

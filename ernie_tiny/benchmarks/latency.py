@@ -7,7 +7,8 @@ onnxruntime fp32 vs onnxruntime int8, on the same inputs, in one run.
   every runtime gets the same arrays, for every batch size x sequence length;
 * runtimes: ``eager`` (the finetuned model the export was made from, dygraph, no gradients),
   ``paddle`` (Paddle Inference, oneDNN on), ``paddle-no-mkldnn`` (only when asked), ``onnx``,
-  ``onnx-fused`` and ``onnx-int8`` (onnxruntime, CPU: plain, fused graph, int8), and ``auto``
+  ``onnx-fused`` and ``onnx-int8`` (onnxruntime, CPU: plain, fused graph, int8), ``openvino``
+  (fp32 on the plain ONNX graph, when the extra is installed), and ``auto``
   (what the predictor's ``auto`` runs, named in the table; its own session), all with the same
   thread count. Only the forward pass
   is timed (tokenization is the same for all and not included);
@@ -37,8 +38,8 @@ import sys
 import time
 from pathlib import Path
 
-RUNTIMES = ("eager", "paddle", "paddle-no-mkldnn", "onnx", "onnx-fused", "onnx-int8", "auto")
-DEFAULT_RUNTIMES = ("eager", "paddle", "onnx", "onnx-fused", "onnx-int8", "auto")
+RUNTIMES = ("eager", "paddle", "paddle-no-mkldnn", "onnx", "onnx-fused", "onnx-int8", "openvino", "auto")
+DEFAULT_RUNTIMES = ("eager", "paddle", "onnx", "onnx-fused", "onnx-int8", "openvino", "auto")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +91,7 @@ def _timed(fn) -> float:
 
 
 def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads: int) -> dict:
-    from ernie_tiny.deploy.predictor import OnnxBackend, PaddleBackend, make_backend
+    from ernie_tiny.deploy.predictor import OnnxBackend, OpenVinoBackend, PaddleBackend, make_backend
 
     runtimes = {}
     for name in names:
@@ -108,6 +109,8 @@ def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads
             runtimes[name] = OnnxBackend(model_dir / info["onnx_fused"], threads=threads)
         elif name == "onnx-int8":
             runtimes[name] = OnnxBackend(model_dir / info["onnx_int8"], threads=threads)
+        elif name == "openvino":
+            runtimes[name] = OpenVinoBackend(model_dir / info["onnx"], threads=threads)
     return runtimes
 
 
@@ -201,14 +204,15 @@ def main(args: argparse.Namespace) -> int:
     import paddle
 
     from ernie_tiny.deploy.backend_timing import cpu_features
-    from ernie_tiny.deploy.predictor import read_deploy_info, resolve_backend
+    from ernie_tiny.deploy.predictor import openvino_installed, read_deploy_info, resolve_backend
 
     paddle.set_device("cpu")
     info = read_deploy_info(model_dir)
     eager_model = args.eager_model or info.get("source_model")
     names = list(dict.fromkeys(args.runtimes))
     missing = {"onnx": info.get("onnx"), "onnx-fused": info.get("onnx_fused"), "onnx-int8": info.get("onnx_int8"),
-               "eager": eager_model and Path(eager_model, "config.json").is_file()}
+               "eager": eager_model and Path(eager_model, "config.json").is_file(),
+               "openvino": info.get("onnx") and openvino_installed()}
     for name in [n for n in names if n in missing and not missing[n]]:
         print(f"skipping {name}: not in {model_dir}" + (" (--eager_model DIR)" if name == "eager" else ""),
               file=sys.stderr)
