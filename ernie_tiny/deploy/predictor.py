@@ -270,11 +270,15 @@ def auto_reason(backend: str, requested: str, info: dict) -> str:
 
 def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     """A runtime over ``model_dir``; ``options`` go to ``PaddleBackend`` (device, threads,
-    mkldnn, precision, tensorrt, ...) or, for the onnx backends, only ``threads``."""
+    mkldnn, precision, tensorrt, ...) or, for the onnx and openvino backends, only ``threads``."""
     info = read_deploy_info(model_dir)
     backend = resolve_backend(backend, info, options.get("device", "cpu"), options.pop("allow_int8", False))
     if backend == "paddle":
         return PaddleBackend(model_dir, **options)
+    gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")
+    if backend in BACKENDS and (gpu_only or options.get("precision", "fp32") != "fp32"):
+        raise ValueError(f"backend {backend!r} runs on CPU in fp32 (int8: 'onnx-int8'); GPU, fp16 and "
+                         "TensorRT are options of the 'paddle' backend")
     if backend == "openvino":
         if not info.get("onnx") or not openvino_installed():
             raise DeployInputError(f"backend openvino needs the ONNX export (Export.onnx: true) and the openvino "
@@ -287,10 +291,6 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
             needs = {"onnx": "", "onnx-fused": " and Export.fuse: true", "onnx-int8": " and Export.int8 on"}[backend]
             raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: {model_dir} has no {backend} model (export "
                                    f"with Export.onnx: true{needs}, or choose another --backend)")
-        gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")
-        if gpu_only or options.get("precision", "fp32") != "fp32":
-            raise ValueError(f"backend {backend!r} runs on CPU in fp32 (int8: 'onnx-int8'); GPU, fp16 and "
-                             "TensorRT are options of the 'paddle' backend")
         return OnnxBackend(model_file(model_dir, info[key]), threads=options.get("threads", 0))
     raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
 
