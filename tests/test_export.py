@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ATOL = 1e-4  # |exported - eager| on any logit (what Export.atol enforces)
 SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
              max_position_embeddings=130, type_vocab_size=4)
+FAST_TIMING = ("Export.timing_repeats=2", "Export.timing_warmup=1", "Export.timing_batch=4")
 TEXTS = ["质量很好，物流也快，下次还来", "太差了", "书的内容一般，但是印刷不错。", "江泽民在北京会见了美国总统克林顿。", "好"]
 
 
@@ -83,24 +84,26 @@ def eager_logits(model_dir: Path, head: str, predictor, texts):
 def sequence_export(tmp_path_factory):
     base = tmp_path_factory.mktemp("seq")
     model = make_tiny_model(base / "model", "review_sentiment")
-    return model, export(model, base / "export", "Export.eval_examples=200")
+    return model, export(model, base / "export", "Export.eval_examples=200", *FAST_TIMING)
 
 
 @pytest.fixture(scope="module")
 def token_export(tmp_path_factory):
     base = tmp_path_factory.mktemp("tok")
     model = make_tiny_model(base / "model", "pd_ner")
-    return model, export(model, base / "export", "Export.int8=off", "Export.check_examples=24")
+    return model, export(model, base / "export", "Export.int8=off", "Export.check_examples=24", *FAST_TIMING)
 
 
 def test_sequence_export_writes_a_checked_inference_directory(sequence_export):
     _, out = sequence_export
     info = json.loads((out / "deploy.json").read_text(encoding="utf-8"))
     assert info["labels"] == ["positive", "negative"] and info["head"] == "sequence" and info["max_length"] == 128
-    for name in ("model.json", "model.pdiparams", "model.onnx", "model.int8.onnx", "vocab.txt", "export_config.yaml"):
+    for name in ("model.json", "model.pdiparams", "model.onnx", "model.fused.onnx", "model.int8.onnx", "vocab.txt",
+                 "export_config.yaml"):
         assert (out / name).is_file(), name
     shapes = info["checks"]["paddle_inference"]["batch_shapes"]
     assert {b for b, _ in shapes} == {1, 3, 8, 32} and len({n for _, n in shapes}) > 1  # dynamic batch and length
+    assert set(info["checks"]) == {"paddle_inference", "onnxruntime", "onnxruntime_fused", "openvino"}
     for check in info["checks"].values():
         assert check["max_abs_diff"] <= ATOL and check["argmax_agreement"] == 1.0
     assert not any(p.name.endswith(".tmp") for p in out.parent.iterdir())
@@ -124,7 +127,8 @@ def test_onnx_backends_agree_with_paddle_inference(sequence_export):
     from ernie_tiny.deploy.predictor import Predictor
 
     _, out = sequence_export
-    assert Predictor(out).backend_name == "onnx"  # auto: onnxruntime fp32 on CPU when exported
+    timing = json.loads((out / "deploy.json").read_text())["timing"]
+    assert Predictor(out).backend_name == timing["auto"]["fp32"] != "onnx-int8"  # auto: the fastest fp32 timed
     paddle_logits = np.stack(Predictor(out, backend="paddle").logits(Predictor(out).encode(TEXTS)))
     onnx = Predictor(out, backend="onnx")
     np.testing.assert_allclose(np.stack(onnx.logits(onnx.encode(TEXTS))), paddle_logits, atol=ATOL, rtol=0)
@@ -198,6 +202,9 @@ def test_export_config_errors_name_the_key(tmp_path):
         load_config(ExportConfig, config, [f"Model.path={model}"])
     with pytest.raises(ConfigError, match=r"-o Model.path=.*: Model.path: .*no such directory"):
         load_config(ExportConfig, config, [f"Model.path={tmp_path / 'missing'}"])
+    with pytest.raises(ConfigError, match="Export.keep_frequent: 100 .* needs Export.prune_vocab: true"):
+        load_config(ExportConfig, config, [f"Model.path={model}", "Export.task=review_sentiment",
+                                           "Export.keep_frequent=100"])
     with pytest.raises(ConfigError, match="Export.int8: 'dynamic' quantizes the ONNX model"):
         load_config(ExportConfig, config, [f"Model.path={model}", "Export.task=review_sentiment", "Export.onnx=false"])
 
@@ -233,11 +240,13 @@ def test_latency_benchmark_times_every_runtime_on_the_same_inputs(sequence_expor
     assert main(["latency", "--model_dir", str(out), "--batches", "1", "4", "--seqs", "16", "--iters", "3",
                  "--warmup", "1", "--matmul_size", "256", "--output", str(report), "--json", str(raw)]) == 0
     rows = json.loads(raw.read_text())["rows"]
-    assert {(r["runtime"], r["batch"]) for r in rows} == {(n, b) for n in ("eager", "paddle", "onnx", "onnx-int8")
-                                                          for b in (1, 4)}
+    assert {(r["runtime"], r["batch"]) for r in rows} == {
+        (n, b) for n in ("eager", "paddle", "onnx", "onnx-fused", "onnx-int8", "openvino", "auto") for b in (1, 4)}
+    assert all(r["vs_onnx"] > 0 for r in rows)
     assert all(r["n"] == 3 and 0 < r["median_ms"] <= r["p99_ms"] and r["gflops"] > 0 for r in rows)
     table = report.read_text()
-    assert "| runtime | batch x seq |" in table and "| onnx-int8 | 4 x 16 |" in table
+    assert "| runtime | batch x seq |" in table and "| onnx-int8 | 4 x 16 |" in table and "| auto | 1 x 16 |" in table
+    assert "instruction sets" in table and "model.fused.onnx" in table
     assert main(["latency", "--model_dir", str(tmp_path)]) == 2  # not an inference directory
 
 
@@ -282,3 +291,104 @@ def test_predictor_refuses_a_backend_profile_smaller_than_its_batches(sequence_e
     _, export_dir = sequence_export
     with pytest.raises(ValueError, match="max_batch_size 4 / max_length .* below the batches this predictor makes"):
         Predictor(export_dir, backend="paddle", batch_size=8, max_batch_size=4)
+
+
+# ---- issue 14: fused graph, int8 of it, vocabulary pruning, auto from measured timings ----
+
+def test_fused_graph_fuses_attention_and_matches_eager(sequence_export):
+    """paddle2onnx's attention is rewritten so onnxruntime fuses it: every layer's attention,
+    both layer norms, gelu and the embedding; the fused and its int8 graph against eager."""
+    from ernie_tiny.deploy.predictor import Predictor
+
+    model_dir, out = sequence_export
+    info = json.loads((out / "deploy.json").read_text())
+    layers = SIZES["num_hidden_layers"]
+    assert info["fusion"] == {"Attention": layers, "SkipLayerNormalization": 2 * layers, "BiasGelu": layers,
+                              "EmbedLayerNormalization": 1, "attention_rewrites": layers}
+    assert info["checks"]["onnxruntime_fused"]["max_abs_diff"] <= ATOL
+    fused = Predictor(out, backend="onnx-fused", batch_size=2)  # batches of 2: padding inside some
+    expected = np.stack(eager_logits(model_dir, "sequence", fused, TEXTS))
+    np.testing.assert_allclose(np.stack(fused.logits(fused.encode(TEXTS))), expected, atol=ATOL, rtol=0)
+    assert info["int8"]["fp32"] is not None and info["onnx_int8"] == "model.int8.onnx"
+    int8 = Predictor(out, backend="onnx-int8", batch_size=2)
+    assert np.abs(np.stack(int8.logits(int8.encode(TEXTS))) - expected).max() < 0.05
+    sizes = info["sizes_mb"]
+    assert set(sizes) == {"model.pdiparams", "model.onnx", "model.fused.onnx", "model.int8.onnx"}
+    assert sizes["model.int8.onnx"] < sizes["model.fused.onnx"] / 2  # embedding and weights int8
+
+
+def test_export_times_every_backend_and_auto_runs_the_fastest_fp32(sequence_export, tmp_path):
+    import shutil
+
+    from ernie_tiny.deploy.predictor import Predictor
+
+    _, out = sequence_export
+    info = json.loads((out / "deploy.json").read_text())
+    timing = info["timing"]
+    assert set(timing["median_ms"]) == {"paddle", "onnx", "onnx-fused", "onnx-int8", "openvino"}
+    assert timing["shapes"] == [[1, 128], [4, 128]] and all(len(t) == 2 and min(t) > 0
+                                                             for t in timing["median_ms"].values())
+    assert isinstance(timing["cpu"]["instruction_sets"], list)
+    # auto follows the recorded timings: make int8 the fastest and fused the fastest fp32
+    edited = tmp_path / "export"
+    shutil.copytree(out, edited)
+    timing["median_ms"] = {"paddle": [9, 90], "onnx": [5, 50], "onnx-fused": [4, 45], "onnx-int8": [2, 20],
+                           "openvino": [6, 40]}
+    timing["auto"] = {"fp32": "onnx-fused", "int8": "onnx-int8"}
+    (edited / "deploy.json").write_text(json.dumps({**info, "timing": timing}))
+    chosen = Predictor(edited)
+    assert chosen.backend_name == "onnx-fused"
+    assert chosen.description.startswith("onnx-fused: onnxruntime") and "auto: fastest at export (1x128 4 ms" \
+        in chosen.description
+    assert Predictor(edited, allow_int8=True).backend_name == "onnx-int8"
+    assert Predictor(edited, backend="onnx").description.endswith("; chosen")
+    timing["median_ms"]["openvino"] = [3, 40]  # now the fastest fp32 over both shapes
+    (edited / "deploy.json").write_text(json.dumps({**info, "timing": timing}))
+    assert Predictor(edited).backend_name == "openvino"
+
+
+def test_openvino_backend_matches_eager(sequence_export):
+    from ernie_tiny.deploy.predictor import Predictor
+
+    model_dir, out = sequence_export
+    openvino = Predictor(out, backend="openvino", batch_size=2)
+    assert openvino.backend.description.startswith("openvino ")
+    expected = np.stack(eager_logits(model_dir, "sequence", openvino, TEXTS))
+    np.testing.assert_allclose(np.stack(openvino.logits(openvino.encode(TEXTS))), expected, atol=ATOL, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def pruned_export(sequence_export, tmp_path_factory):
+    model_dir, _ = sequence_export
+    return export(model_dir, tmp_path_factory.mktemp("pruned") / "export", "Export.prune_vocab=true",
+                  "Export.eval_examples=300", *FAST_TIMING)
+
+
+def test_vocabulary_pruning_keeps_predictions_and_maps_unseen_tokens_to_unk(sequence_export, pruned_export):
+    from ernie_tiny.deploy.predictor import Predictor
+
+    _, out = sequence_export
+    info = json.loads((pruned_export / "deploy.json").read_text())
+    record = info["vocab_pruning"]
+    full_vocab = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    kept_vocab = (pruned_export / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert record["vocab_before"] == len(full_vocab) and record["vocab_after"] == len(kept_vocab) < len(full_vocab)
+    assert kept_vocab[:5] == full_vocab[:5] and set(kept_vocab) < set(full_vocab)  # specials first, old order
+    assert record["identical_where_all_kept"] and 0 < record["all_tokens_kept"] <= record["dev_examples"] == 300
+    assert abs(record["pruned"] - record["unpruned"]) <= 100 * (1 - record["identical_overall"])
+    assert info["sizes_mb"]["model.pdiparams"] < json.loads((out / "deploy.json").read_text())["sizes_mb"][
+        "model.pdiparams"]
+    full, pruned = Predictor(out, backend="onnx"), Predictor(pruned_export, backend="onnx")
+    kept = [t for t in TEXTS if all(ch in set(kept_vocab) for ch in t)]
+    assert kept  # texts whose tokens all survived: the same logits
+    np.testing.assert_allclose(np.stack(pruned.logits(pruned.encode(kept))),
+                               np.stack(full.logits(full.encode(kept))), atol=ATOL, rtol=0)
+    dropped = next(t for t in full_vocab[5:] if t not in set(kept_vocab) and not t.startswith("##"))
+    text = "好" + dropped
+    ids = pruned.encode([text])[0].input_ids
+    assert ids[2] == pruned.tokenizer.unk_token_id  # [CLS] 好 [UNK] [SEP]
+    # ... and reads as the unpruned model reading [UNK] there
+    full_ids = full.encode([text])[0].input_ids
+    full_ids[2] = full.tokenizer.unk_token_id
+    as_unk = full.backend(np.array([full_ids]), np.zeros((1, len(full_ids)), np.int64))
+    np.testing.assert_allclose(pruned.logits(pruned.encode([text]))[0], as_unk[0], atol=ATOL, rtol=0)

@@ -112,7 +112,7 @@ def run(args) -> None:
                 out.write(json.dumps({"line": number, "text": line, **result}, ensure_ascii=False) + "\n")
 
     write_atomically(Path(args.output), write)
-    print(f"{len(lines)} predictions ({predictor.backend.description}) written to {args.output}", file=sys.stderr)
+    print(f"{len(lines)} predictions ({predictor.description}) written to {args.output}", file=sys.stderr)
 
 
 def main(argv=None) -> int:

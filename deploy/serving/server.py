@@ -209,7 +209,7 @@ def create_app(predictor, limits: Optional[Limits] = None, batch_size: int = 32,
     async def health() -> dict:
         stats = batcher.stats
         return {"status": "ok", "task": predictor.info["task"], "head": predictor.head, "input": predictor.input_type,
-                "labels": predictor.labels, "backend": predictor.backend.description,
+                "labels": predictor.labels, "backend": predictor.description,
                 "limits": vars(limits), "batch_size": batch_size, "max_wait_ms": max_wait_ms,
                 "stats": {**vars(stats), "uptime_s": round(time.time() - stats.started, 1)}}
 
@@ -257,7 +257,7 @@ def main(argv=None) -> int:
         return 2
     app = create_app(predictor, Limits(args.max_texts, args.max_chars, args.max_body_bytes), args.batch_size,
                      args.max_wait_ms, args.model_name)
-    print(f"serving {predictor.info['task']} ({predictor.backend.description}) on http://{args.host}:{args.port}",
+    print(f"serving {predictor.info['task']} ({predictor.description}) on http://{args.host}:{args.port}",
           flush=True)
     # uvicorn shuts down gracefully on SIGTERM (in-flight requests finish), then raises the signal
     # again for the handler that was there before it: a no-op one makes that finished shutdown exit 0.

@@ -6,8 +6,11 @@ onnxruntime fp32 vs onnxruntime int8, on the same inputs, in one run.
 * inputs: random token ids from the model's vocabulary (fixed seed), no padding, segment 0;
   every runtime gets the same arrays, for every batch size x sequence length;
 * runtimes: ``eager`` (the finetuned model the export was made from, dygraph, no gradients),
-  ``paddle`` (Paddle Inference, oneDNN on), ``paddle-no-mkldnn`` (only when asked), ``onnx``
-  and ``onnx-int8`` (onnxruntime, CPU), all with the same thread count. Only the forward pass
+  ``paddle`` (Paddle Inference, oneDNN on), ``paddle-no-mkldnn`` (only when asked), ``onnx``,
+  ``onnx-fused`` and ``onnx-int8`` (onnxruntime, CPU: plain, fused graph, int8), ``openvino``
+  (fp32 on the plain ONNX graph, when the extra is installed), and ``auto``
+  (what the predictor's ``auto`` runs, named in the table; its own session), all with the same
+  thread count. Only the forward pass
   is timed (tokenization is the same for all and not included);
 * timing: after ``--warmup`` untimed calls, ``--iters`` timed calls per shape, taken in turns
   (one call of each runtime, then the next round), so a change in background load affects all
@@ -18,7 +21,9 @@ onnxruntime fp32 vs onnxruntime int8, on the same inputs, in one run.
   matmuls, attention included, pooler and classifier), x 2. Achieved GFLOP/s = FLOPs / median
   latency, and its fraction of this machine's measured fp32 matmul rate (the better of Paddle's
   and NumPy's on a 2048^3 matmul with the same threads, measured before and after the runs).
-  int8 runs are set against the same fp32 rate, so they can pass 100%.
+  int8 runs are set against the same fp32 rate, so they can pass 100%. "vs onnx" is plain
+  onnxruntime fp32's median over the row's. The report names the CPU's instruction sets
+  (AVX2, AVX-512, VNNI, AMX: they decide which backend is fastest) and the model files' sizes.
 
 onnxruntime runs with its worker threads not spinning (``ernie_tiny.deploy.predictor``): taken
 in turns on 2 cores, spinning threads of one runtime otherwise slow down the next one.
@@ -33,8 +38,8 @@ import sys
 import time
 from pathlib import Path
 
-RUNTIMES = ("eager", "paddle", "paddle-no-mkldnn", "onnx", "onnx-int8")
-DEFAULT_RUNTIMES = ("eager", "paddle", "onnx", "onnx-int8")
+RUNTIMES = ("eager", "paddle", "paddle-no-mkldnn", "onnx", "onnx-fused", "onnx-int8", "openvino", "auto")
+DEFAULT_RUNTIMES = ("eager", "paddle", "onnx", "onnx-fused", "onnx-int8", "openvino", "auto")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,10 +91,12 @@ def _timed(fn) -> float:
 
 
 def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads: int) -> dict:
-    from ernie_tiny.deploy.predictor import OnnxBackend, PaddleBackend
+    from ernie_tiny.deploy.predictor import OnnxBackend, OpenVinoBackend, PaddleBackend, make_backend
 
     runtimes = {}
     for name in names:
+        if name == "auto":
+            runtimes[name] = make_backend(model_dir, "auto", threads=threads)
         if name == "eager":
             runtimes[name] = _eager(eager_model, info["head"])
         elif name == "paddle":
@@ -98,8 +105,12 @@ def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads
             runtimes[name] = PaddleBackend(model_dir, threads=threads, mkldnn=False)
         elif name == "onnx":
             runtimes[name] = OnnxBackend(model_dir / info["onnx"], threads=threads)
+        elif name == "onnx-fused":
+            runtimes[name] = OnnxBackend(model_dir / info["onnx_fused"], threads=threads)
         elif name == "onnx-int8":
             runtimes[name] = OnnxBackend(model_dir / info["onnx_int8"], threads=threads)
+        elif name == "openvino":
+            runtimes[name] = OpenVinoBackend(model_dir / info["onnx"], threads=threads)
     return runtimes
 
 
@@ -143,8 +154,8 @@ def summarize(samples, batch: int, flops: float, peak: float) -> dict:
             "gflops": flops / (median / 1000.0) / 1e9, "peak_fraction": flops / (median / 1000.0) / 1e9 / peak}
 
 
-def speedup(row: dict) -> str:
-    return f"{row['speedup']:.2f}x" if "speedup" in row else "-"
+def speedup(row: dict, key: str = "speedup") -> str:
+    return f"{row[key]:.2f}x" if key in row else "-"
 
 
 def format_report(meta: dict, rows: list) -> str:
@@ -155,17 +166,21 @@ def format_report(meta: dict, rows: list) -> str:
         f"{meta['task']} ({meta['head']}), {meta['sizes']}; {meta['threads']} threads; {meta['machine']}; "
         f"Paddle {meta['paddle']}, onnxruntime {meta['onnxruntime']}. Same random inputs for every runtime; "
         f"forward pass only; runtimes timed in turns.",
+        f"CPU: {meta['cpu']['model'] or 'unknown'}; instruction sets {', '.join(meta['cpu']['instruction_sets']) or '-'}"
+        f"; auto runs {meta['auto']}. Model files (MB): "
+        + (", ".join(f"{name} {mb:g}" for name, mb in meta["sizes_mb"].items()) or "-") + ".",
         f"Measured fp32 matmul rate ({meta['matmul_size']}^3, same threads, best of before and after): "
         f"Paddle {rates['paddle']:.1f} GFLOP/s, NumPy "
         f"{rates['numpy']:.1f} GFLOP/s; '% peak' is against the better, {max(rates.values()):.1f} GFLOP/s.",
         "",
-        "| runtime | batch x seq | GFLOP | median ms | p90 ms | p99 ms | n | seq/s | GFLOP/s | % peak | vs eager |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| runtime | batch x seq | GFLOP | median ms | p90 ms | p99 ms | n | seq/s | GFLOP/s | % peak | vs eager "
+        "| vs onnx |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['runtime']} | {r['batch']} x {r['seq']} | {r['gflop']:.2f} | {r['median_ms']:.1f} | "
                      f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['n']} | {r['seq_per_s']:.1f} | {r['gflops']:.1f} | "
-                     f"{100 * r['peak_fraction']:.0f}% | {speedup(r)} |")
+                     f"{100 * r['peak_fraction']:.0f}% | {speedup(r)} | {speedup(r, 'vs_onnx')} |")
     lines.append("")
     lines.append(f"Wall time {meta['wall_seconds']:.0f} s.")
     return "\n".join(lines) + "\n"
@@ -188,14 +203,16 @@ def main(args: argparse.Namespace) -> int:
     import onnxruntime
     import paddle
 
-    from ernie_tiny.deploy.predictor import read_deploy_info
+    from ernie_tiny.deploy.backend_timing import cpu_features
+    from ernie_tiny.deploy.predictor import openvino_installed, read_deploy_info, resolve_backend
 
     paddle.set_device("cpu")
     info = read_deploy_info(model_dir)
     eager_model = args.eager_model or info.get("source_model")
     names = list(dict.fromkeys(args.runtimes))
-    missing = {"onnx": info.get("onnx"), "onnx-int8": info.get("onnx_int8"),
-               "eager": eager_model and Path(eager_model, "config.json").is_file()}
+    missing = {"onnx": info.get("onnx"), "onnx-fused": info.get("onnx_fused"), "onnx-int8": info.get("onnx_int8"),
+               "eager": eager_model and Path(eager_model, "config.json").is_file(),
+               "openvino": info.get("onnx") and openvino_installed()}
     for name in [n for n in names if n in missing and not missing[n]]:
         print(f"skipping {name}: not in {model_dir}" + (" (--eager_model DIR)" if name == "eager" else ""),
               file=sys.stderr)
@@ -228,16 +245,20 @@ def main(args: argparse.Namespace) -> int:
         shape_rows = [{"runtime": name, "batch": batch, "seq": seq, "gflop": flops / 1e9,
                        **summarize(times[name], batch, flops, peak)} for name in runtimes]
         eager = next((r for r in shape_rows if r["runtime"] == "eager"), None)
+        onnx = next((r for r in shape_rows if r["runtime"] == "onnx"), None)
         for r in shape_rows:
             if eager:
                 r["speedup"] = eager["median_ms"] / r["median_ms"]
+            if onnx:
+                r["vs_onnx"] = onnx["median_ms"] / r["median_ms"]
         rows.extend(shape_rows)
     meta = {"model": str(model_dir), "task": info["task"], "head": info["head"],
             "sizes": f"{config['num_hidden_layers']}L-{config['hidden_size']}H-{config['num_attention_heads']}A, "
                      f"FFN {config['intermediate_size']}, vocab {config['vocab_size']}",
             "threads": threads, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "paddle": paddle.__version__, "onnxruntime": onnxruntime.__version__, "matmul_gflops": rates,
-            "matmul_size": args.matmul_size,
+            "matmul_size": args.matmul_size, "cpu": cpu_features(), "sizes_mb": info.get("sizes_mb") or {},
+            "auto": resolve_backend("auto", info),
             "wall_seconds": time.perf_counter() - started}
     report = format_report(meta, rows)
     print(report)

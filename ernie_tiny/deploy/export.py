@@ -15,10 +15,20 @@ Steps, top to bottom (``run``):
 3. check: dev examples in batches of several sizes and lengths go through the eager model (with
    the attention mask, as in finetuning) and through Paddle Inference (oneDNN); any logit
    differing by more than ``Export.atol`` fails the export;
-4. ONNX (``Export.onnx``): paddle2onnx converts the saved model; onnxruntime is checked the same way;
-5. int8 (``Export.int8``): onnxruntime quantization (``ernie_tiny.deploy.quantize``); fp32 and
-   int8 are scored on the same dev examples with the task metric, and an int8 model that loses
-   more than ``Export.max_int8_drop`` points fails the export.
+4. ONNX (``Export.onnx``): paddle2onnx converts the saved model; onnxruntime is checked the same
+   way; with ``Export.fuse`` the fused graph (``ernie_tiny.deploy.onnx_fusion``) is written beside
+   it (fusion counts in ``deploy.json`` ``fusion``) and checked too, and so is OpenVINO on the
+   plain graph when the ``openvino`` extra is installed (``Export.openvino``);
+5. int8 (``Export.int8``): onnxruntime quantization (``ernie_tiny.deploy.quantize``) of the fused
+   graph (the plain one without ``Export.fuse``); fp32 and int8 are scored on the same dev
+   examples with the task metric, and an int8 model that loses more than
+   ``Export.max_int8_drop`` points fails the export;
+6. timing (``Export.timing_repeats``): every CPU backend is timed at batch 1 and
+   ``Export.timing_batch`` at the task's length (``ernie_tiny.deploy.backend_timing``); ``auto``
+   then runs the fastest (``deploy.json`` ``timing``), and the model files' sizes are recorded.
+
+With ``Export.prune_vocab`` the vocabulary is pruned first (``ernie_tiny.deploy.vocab_prune``):
+everything above then runs on the pruned model.
 
 Everything is written to a temporary directory that replaces ``Global.output_dir`` only when
 every check passed, so a failed export leaves no half-checked model behind.
@@ -28,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import List, Sequence
@@ -36,7 +47,7 @@ import numpy as np
 
 from ernie_tiny.config import ConfigError, dump_config
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE
-from ernie_tiny.deploy.predictor import INPUT_NAMES, OnnxBackend, PaddleBackend
+from ernie_tiny.deploy.predictor import INPUT_NAMES, OnnxBackend, OpenVinoBackend, PaddleBackend, openvino_installed
 from ernie_tiny.deploy.schema import TASK_FILE, ExportConfig
 from ernie_tiny.tasks.encode import Features, collate
 
@@ -165,6 +176,40 @@ def add_int8(tmp: Path, onnx_file: str, ex, card, labels, calibration, evaluated
     return result
 
 
+def add_fused(tmp: Path, onnx_file: str, model_config) -> tuple:
+    """The fused graph beside the plain one; returns its file name and the fusion counts."""
+    from ernie_tiny.deploy.onnx_fusion import fuse_onnx
+
+    target = tmp / "model.fused.onnx"
+    counts = fuse_onnx(tmp / onnx_file, target, model_config.num_attention_heads, model_config.hidden_size)
+    print("fused graph: " + ", ".join(f"{op} {n}" for op, n in counts.items()), flush=True)
+    return target.name, counts
+
+
+def add_timing(tmp: Path, info: dict, ex, length: int, vocab_size: int) -> dict:
+    """Every CPU backend of the export timed on the same inputs; ``auto``'s choice among them."""
+    from ernie_tiny.deploy.backend_timing import time_backends, timing_record
+    from ernie_tiny.deploy.predictor import ONNX_FILES
+
+    backends = {"paddle": PaddleBackend(tmp)}
+    backends.update({name: OnnxBackend(tmp / info[key]) for name, key in ONNX_FILES.items() if info.get(key)})
+    if info["checks"].get("openvino"):
+        backends["openvino"] = OpenVinoBackend(tmp / info["onnx"])
+    shapes = [(1, length), (ex.timing_batch, length)]
+    ms = time_backends(backends, shapes, vocab_size, ex.timing_repeats, ex.timing_warmup)
+    record = timing_record(ms, shapes, ex.timing_repeats)
+    for name, times in ms.items():
+        print(f"timing {name}: " + ", ".join(f"{b}x{n} {t:g} ms" for (b, n), t in zip(shapes, times)), flush=True)
+    print(f"auto: {record['auto']['fp32']} (fp32), {record['auto']['int8']} (int8 allowed); CPU "
+          f"{' '.join(record['cpu']['instruction_sets']) or 'unknown'}", flush=True)
+    return record
+
+
+def file_sizes_mb(directory: Path, info: dict) -> dict:
+    names = [info["paddle"]["params"]] + [info[k] for k in ("onnx", "onnx_fused", "onnx_int8") if info.get(k)]
+    return {name: round((directory / name).stat().st_size / 2**20, 3) for name in names}
+
+
 def write_info(directory: Path, info: dict) -> None:
     (directory / DEPLOY_FILE).write_text(json.dumps(info, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
@@ -189,6 +234,12 @@ def run(config: ExportConfig) -> Path:
         raise ConfigError(f"Model.path: the model's pad_token_id {model.config.pad_token_id} is not the "
                           f"tokenizer's {pad}")
 
+    if ex.prune_vocab:
+        from ernie_tiny.deploy.vocab_prune import prune_for_task
+
+        vocab_dir = tempfile.TemporaryDirectory(prefix="pruned_vocab_")  # removed when run() returns
+        model, tokenizer, pruning = prune_for_task(model, tokenizer, card, task, ex, Path(vocab_dir.name))
+        pad = tokenizer.pad_token_id
     needed = 0 if ex.int8 != "off" and ex.eval_examples == 0 else max(ex.check_examples, ex.eval_examples)
     sample = Sample(max_train_examples=ex.calibration_examples, max_dev_examples=needed, max_length=task["max_length"])
     dev_features = TaskData.load(card, "dev", sample, tokenizer, ex.data_dir, labels=task["labels"]).features
@@ -206,7 +257,8 @@ def run(config: ExportConfig) -> Path:
         info = {"format": "ernie-tiny-inference/1", **{k: task[k] for k in TASK_KEYS}, "pad_token_id": pad,
                 "inputs": list(INPUT_NAMES), "paddle": files, "onnx": None, "onnx_int8": None,
                 "paddle_version": paddle.__version__, "source_model": str(config.Model.path), "checks": {},
-                "int8": None}
+                "int8": None, "onnx_fused": None, "fusion": None, "timing": None,
+                "vocab_pruning": pruning if ex.prune_vocab else None}
         write_info(tmp, info)
         info["checks"]["paddle_inference"] = compare("Paddle Inference (oneDNN)", PaddleBackend(tmp), reference,
                                                      batches, ex.atol)
@@ -214,13 +266,23 @@ def run(config: ExportConfig) -> Path:
             info["onnx"] = export_onnx(tmp, files, ex.opset)
             fp32 = OnnxBackend(tmp / info["onnx"])
             info["checks"]["onnxruntime"] = compare("onnxruntime", fp32, reference, batches, ex.atol)
+            if ex.openvino and openvino_installed():
+                info["checks"]["openvino"] = compare("OpenVINO", OpenVinoBackend(tmp / info["onnx"]), reference,
+                                                     batches, ex.atol)
+            if ex.fuse:
+                info["onnx_fused"], info["fusion"] = add_fused(tmp, info["onnx"], model.config)
+                fp32 = OnnxBackend(tmp / info["onnx_fused"])
+                info["checks"]["onnxruntime_fused"] = compare("onnxruntime fused", fp32, reference, batches, ex.atol)
         if ex.int8 != "off":
             calibration = []
             if ex.int8 == "static":
                 calibration = TaskData.load(card, "train", sample, tokenizer, ex.data_dir, labels=task["labels"]).features
             evaluated = dev_features[:ex.eval_examples] if ex.eval_examples else dev_features
-            info["int8"] = add_int8(tmp, info["onnx"], ex, card, task["labels"], calibration, evaluated, pad, fp32)
+            info["int8"] = add_int8(tmp, info["onnx_fused"] or info["onnx"], ex, card, task["labels"], calibration, evaluated, pad, fp32)
             info["onnx_int8"] = info["int8"].pop("file")
+        if ex.timing_repeats:
+            info["timing"] = add_timing(tmp, info, ex, task["max_length"], model.config.vocab_size)
+        info["sizes_mb"] = file_sizes_mb(tmp, info)
         write_info(tmp, info)
         dump_config(config, tmp / "export_config.yaml")
     except BaseException:

@@ -6,8 +6,15 @@ two runtimes:
   Inference runs slower than eager Paddle) and a thread count; GPU with optional fp16 and,
   where the GPU build has it, TensorRT (dynamic shapes) for ``.pdmodel`` exports only (see
   ``check_tensorrt_program``).
-* ``onnx`` / ``onnx-int8``: onnxruntime on the paddle2onnx conversion (fp32) or its int8
-  quantization, on CPU.
+* ``onnx`` / ``onnx-fused`` / ``onnx-int8``: onnxruntime on CPU, on the plain paddle2onnx
+  conversion, on its fused graph (``ernie_tiny.deploy.onnx_fusion``), or on the int8
+  quantization of the fused graph.
+* ``openvino``: OpenVINO's CPU runtime on the plain ONNX export (it reads ONNX directly; the
+  fused graph's onnxruntime-only ops it does not), when the ``openvino`` extra is installed and
+  the export checked it.
+* ``auto``: on CPU, the fastest fp32 backend that the export timed on its machine
+  (``deploy.json`` ``timing``, ``ernie_tiny.deploy.backend_timing``), int8 included only with
+  ``allow_int8``; exports without timings take onnxruntime fp32, and GPU takes Paddle.
 
 ``Predictor`` does what every runtime needs around the forward: tokenization with the
 exported tokenizer (the same ``ernie_tiny.tasks.encode`` functions the model was finetuned
@@ -29,11 +36,13 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE, model_file, read_deploy_info  # noqa: F401 (re-exported)
+from ernie_tiny.deploy.backend_timing import INT8_BACKENDS, choose
 from ernie_tiny.deploy.inputs import DeployInputError
 from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode_sequence, encode_tokens
 from ernie_tiny.tasks.readers import Example
 
-BACKENDS = ("auto", "paddle", "onnx", "onnx-int8")
+BACKENDS = ("auto", "paddle", "onnx", "onnx-fused", "onnx-int8", "openvino")
+ONNX_FILES = {"onnx": "onnx", "onnx-fused": "onnx_fused", "onnx-int8": "onnx_int8"}  # backend -> deploy.json key
 INPUT_NAMES = ("input_ids", "token_type_ids")
 LENGTH_BUCKET = 16
 
@@ -167,10 +176,38 @@ class OnnxBackend:
         return self.session.run(None, feed)[0]
 
 
+def openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+class OpenVinoBackend:
+    """OpenVINO on CPU over an ONNX file: ``backend(input_ids, token_type_ids) -> logits``
+    (dynamic batch and length; latency hint, a fixed thread count)."""
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        import openvino as ov
+
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+            "INFERENCE_NUM_THREADS": threads or default_threads(), "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32"})  # fp32: on CPUs with bf16 it would otherwise run bf16
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [port.get_any_name() for port in self.compiled.inputs]
+        self.output = self.compiled.outputs[0]
+        self.description = f"openvino {ov.__version__.split('-')[0]} cpu ({Path(path).name})"
+
+    def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        feed = dict(zip(self.input_names, (input_ids.astype(np.int64), token_type_ids.astype(np.int64))))
+        return np.array(self.request.infer(feed)[self.output], copy=True)  # the request reuses its buffer
+
+
 def add_backend_arguments(parser) -> None:
     """The command-line flags that choose and tune a backend (deploy/python/infer.py, deploy/serving/server.py)."""
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto (default): onnx on CPU when exported, else paddle")
+                        help="auto (default): on CPU the fastest fp32 backend timed at export, else paddle")
+    parser.add_argument("--allow_int8", action="store_true", help="auto may pick the int8 model when it timed fastest")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: paddle backend only")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all available cores)")
     parser.add_argument("--no_mkldnn", action="store_true", help="paddle on CPU: turn oneDNN off (slower)")
@@ -186,7 +223,7 @@ class BackendFlagsError(DeployInputError):
 def backend_options(args) -> dict:
     """``make_backend`` options from ``add_backend_arguments``' flags; BackendFlagsError for flags the
     chosen backend cannot honour (onnxruntime runs on CPU in fp32 here)."""
-    options = {"threads": args.threads, "device": args.device}
+    options = {"threads": args.threads, "device": args.device, "allow_int8": args.allow_int8}
     if args.backend in ("auto", "paddle"):
         options.update(mkldnn=not args.no_mkldnn, precision=args.precision, tensorrt=args.trt, gpu_id=args.gpu_id)
     elif args.device != "cpu" or args.trt or args.precision != "fp32":
@@ -195,31 +232,65 @@ def backend_options(args) -> dict:
     return options
 
 
-def resolve_backend(backend: str, info: dict, device: str = "cpu") -> str:
-    """``auto``: onnxruntime fp32 on CPU when the export has it (the fastest fp32 runtime
-    measured here at small batches, README "Latency"), Paddle Inference otherwise (GPU)."""
+def resolve_backend(backend: str, info: dict, device: str = "cpu", allow_int8: bool = False) -> str:
+    """``auto`` on CPU: the backend the export measured fastest (``timing.auto``: fp32, or
+    either precision with ``allow_int8``); without timings onnxruntime fp32 when exported.
+    Paddle Inference otherwise (GPU)."""
     if backend != "auto":
         return backend
-    return "onnx" if device == "cpu" and info.get("onnx") else "paddle"
+    if device != "cpu":
+        return "paddle"
+    timed = {name: ms for name, ms in ((info.get("timing") or {}).get("median_ms") or {}).items()
+             if available(name, info)}
+    if timed and (allow_int8 or set(timed) - set(INT8_BACKENDS)):
+        return choose(timed, allow_int8)
+    return "onnx" if info.get("onnx") else "paddle"
+
+
+def available(backend: str, info: dict) -> bool:
+    """Whether ``backend`` can run this export here (its model file exported and checked; for
+    openvino also the package installed)."""
+    if backend == "paddle":
+        return True
+    if backend == "openvino":
+        return bool(info.get("onnx") and (info.get("checks") or {}).get("openvino")) and openvino_installed()
+    return backend in ONNX_FILES and bool(info.get(ONNX_FILES[backend]))
+
+
+def auto_reason(backend: str, requested: str, info: dict) -> str:
+    """Why this backend runs, for the predictor's and the server's description."""
+    if requested != "auto":
+        return "chosen"
+    timing = info.get("timing")
+    if not timing or backend not in timing.get("median_ms", {}):
+        return "auto: not timed at export"
+    shapes = ", ".join(f"{b}x{n} {ms:g} ms" for (b, n), ms in zip(timing["shapes"], timing["median_ms"][backend]))
+    return f"auto: fastest at export ({shapes})"
 
 
 def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     """A runtime over ``model_dir``; ``options`` go to ``PaddleBackend`` (device, threads,
-    mkldnn, precision, tensorrt, ...) or, for the onnx backends, only ``threads``."""
+    mkldnn, precision, tensorrt, ...) or, for the onnx and openvino backends, only ``threads``."""
     info = read_deploy_info(model_dir)
-    backend = resolve_backend(backend, info, options.get("device", "cpu"))
+    backend = resolve_backend(backend, info, options.get("device", "cpu"), options.pop("allow_int8", False))
     if backend == "paddle":
         return PaddleBackend(model_dir, **options)
-    if backend in ("onnx", "onnx-int8"):
-        key = "onnx" if backend == "onnx" else "onnx_int8"
+    gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")
+    if backend in BACKENDS and (gpu_only or options.get("precision", "fp32") != "fp32"):
+        raise ValueError(f"backend {backend!r} runs on CPU in fp32 (int8: 'onnx-int8'); GPU, fp16 and "
+                         "TensorRT are options of the 'paddle' backend")
+    if backend == "openvino":
+        if not info.get("onnx") or not openvino_installed():
+            raise DeployInputError(f"backend openvino needs the ONNX export (Export.onnx: true) and the openvino "
+                                   f"package (pip install -e .[openvino]); {model_dir} has "
+                                   f"{'no ONNX model' if not info.get('onnx') else 'it, the package is missing'}")
+        return OpenVinoBackend(model_file(model_dir, info["onnx"]), threads=options.get("threads", 0))
+    if backend in ONNX_FILES:
+        key = ONNX_FILES[backend]
         if not info.get(key):
+            needs = {"onnx": "", "onnx-fused": " and Export.fuse: true", "onnx-int8": " and Export.int8 on"}[backend]
             raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: {model_dir} has no {backend} model (export "
-                                   f"with Export.onnx: true{'' if backend == 'onnx' else ' and Export.int8 on'}, "
-                                   f"or choose another --backend)")
-        gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")
-        if gpu_only or options.get("precision", "fp32") != "fp32":
-            raise ValueError(f"backend {backend!r} runs on CPU in fp32 (int8: 'onnx-int8'); GPU, fp16 and "
-                             "TensorRT are options of the 'paddle' backend")
+                                   f"with Export.onnx: true{needs}, or choose another --backend)")
         return OnnxBackend(model_file(model_dir, info[key]), threads=options.get("threads", 0))
     raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
 
@@ -240,7 +311,9 @@ class Predictor:
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
         self.pad_token_id = self.tokenizer.pad_token_id
-        backend = resolve_backend(backend, self.info, backend_options.get("device", "cpu"))
+        requested = backend
+        backend = resolve_backend(backend, self.info, backend_options.get("device", "cpu"),
+                                  backend_options.pop("allow_int8", False))
         if backend == "paddle":
             backend_options.setdefault("max_batch_size", batch_size)
             backend_options.setdefault("max_length", self.max_length)
@@ -250,6 +323,7 @@ class Predictor:
                                  f"(batch_size {batch_size}, max_length {self.max_length})")
         self.backend = make_backend(model_dir, backend, **backend_options)
         self.backend_name = backend
+        self.description = f"{backend}: {self.backend.description}; {auto_reason(backend, requested, self.info)}"
 
     # -- text -> features -> logits ---------------------------------------------------------
     def encode(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None) -> List[Features]:

@@ -74,13 +74,27 @@ class ExportSection(Section):
     atol: float = Field(1e-4, gt=0, description="largest allowed |eager - exported| on any logit")
     onnx: bool = Field(True, description="also convert to ONNX with paddle2onnx (for the onnx backends and int8)")
     opset: int = Field(14, ge=11, description="ONNX opset")
+    openvino: bool = Field(True, description="with onnx, when the openvino package (extra) is installed: check "
+                                             "and time OpenVINO on the ONNX model too, so auto may pick it")
+    fuse: bool = Field(True, description="with onnx: also write the fused graph (onnxruntime's transformer "
+                                         "optimizer: attention, skip-layer-norm, gelu, embedding), checked like the "
+                                         "others; int8 then quantizes it")
     int8: Literal["off", "dynamic", "static"] = Field(
         "dynamic", description="onnxruntime post-training quantization: dynamic (weights int8, activations "
                                "quantized per batch) or static (activation ranges calibrated on the train split)")
     calibration_examples: int = Field(256, ge=1, description="static int8: train examples for calibration")
     eval_examples: int = Field(1000, ge=0, description="dev examples scored before and after int8; 0 = all")
-    max_int8_drop: float = Field(1.0, ge=0, description="the export fails if int8 scores more than this many "
+    max_int8_drop: float = Field(0.5, ge=0, description="the export fails if int8 scores more than this many "
                                                         "points below fp32 on those dev examples")
+    prune_vocab: bool = Field(False, description="keep only the tokens of the task's train split (+ special tokens "
+                                                 "+ keep_frequent): smaller word embedding and vocab.txt, unseen "
+                                                 "tokens read as [UNK]")
+    keep_frequent: int = Field(0, ge=0, description="prune_vocab: also keep the first N ids of vocab.txt (the most "
+                                                    "frequent corpus tokens, in vocabularies built by build_vocab)")
+    timing_repeats: int = Field(10, ge=0, description="timed calls per backend and shape (median), for auto; "
+                                                      "0 = no timing (auto then takes onnxruntime fp32)")
+    timing_warmup: int = Field(2, ge=0, description="untimed calls before each timing")
+    timing_batch: int = Field(32, ge=2, description="the larger batch timed (besides batch 1), at the task's length")
 
     @field_validator("int8", mode="before")
     @classmethod
@@ -105,5 +119,8 @@ class ExportConfig(Section):
         elif os.path.isdir(self.Model.path) and not os.path.isfile(os.path.join(self.Model.path, TASK_FILE)):
             yield "Export.task", (f"'' but {self.Model.path!r} has no {TASK_FILE} (it was not written by "
                                   "tools/finetune.py): name the task card")
+        if self.Export.keep_frequent and not self.Export.prune_vocab:
+            yield "Export.keep_frequent", (f"{self.Export.keep_frequent} keeps tokens when pruning the vocabulary: "
+                                           "it needs Export.prune_vocab: true")
         if self.Export.int8 != "off" and not self.Export.onnx:
             yield "Export.int8", f"{self.Export.int8!r} quantizes the ONNX model: it needs Export.onnx: true"

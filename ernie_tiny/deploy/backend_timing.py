@@ -1,0 +1,87 @@
+"""What ``auto`` runs: every CPU backend of an export timed on this machine, and the fastest
+that passed the export's checks.
+
+The right backend depends on the CPU (int8 pays on AVX-512 VNNI, not on AVX2 only; fusion
+gains more where plain onnxruntime leaves more of the matmul rate unused), so the export
+times each backend at batch 1 and a larger batch at the task's length and writes
+``deploy.json``'s ``timing`` (the CPU's instruction sets, the shapes, the median milliseconds
+per backend and shape, and the choice). ``auto`` takes the fp32 choice, or the overall one
+when the user allows int8. Timings are medians of back-to-back calls (sleeping between calls
+slows onnxruntime's batch-1 latency); on a shared machine they are noisy, so each run records
+its own.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+# /proc/cpuinfo flags -> the names reported (instruction sets the runtimes' kernels pick from)
+CPU_FLAGS = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512F", "avx512bw": "AVX-512BW",
+             "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX-512 BF16",
+             "amx_tile": "AMX", "amx_int8": "AMX-INT8", "amx_bf16": "AMX-BF16"}
+INT8_BACKENDS = ("onnx-int8",)
+
+
+def cpu_features(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
+    """``{"model": ..., "instruction_sets": [...], "vnni": bool}`` from ``/proc/cpuinfo`` (empty
+    where it cannot be read: another OS)."""
+    try:
+        text = open(cpuinfo_path, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return {"model": "", "instruction_sets": [], "vnni": False}
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    found = [name for flag, name in CPU_FLAGS.items() if flag in flags]
+    return {"model": fields.get("model name", ""), "instruction_sets": found,
+            "vnni": bool(flags & {"avx512_vnni", "avx_vnni"})}
+
+
+def timing_inputs(batch: int, length: int, vocab_size: int, seed: int = 0):
+    """Full-length inputs (no padding): ids drawn past the special tokens, one segment."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(min(5, vocab_size - 1), vocab_size, size=(batch, length), dtype=np.int64)
+    return ids, np.zeros_like(ids)
+
+
+def median_ms(run: Callable, inputs, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        run(*inputs)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(*inputs)
+        samples.append((time.perf_counter() - start) * 1e3)
+    return round(float(np.median(samples)), 3)
+
+
+def time_backends(backends: Dict[str, Callable], shapes: Sequence[Sequence[int]], vocab_size: int,
+                  repeats: int, warmup: int) -> Dict[str, List[float]]:
+    """Median ms per backend per shape; the backends take turns shape by shape, on the same inputs."""
+    out: Dict[str, List[float]] = {name: [] for name in backends}
+    for batch, length in shapes:
+        inputs = timing_inputs(batch, length, vocab_size)
+        for name, run in backends.items():
+            out[name].append(median_ms(run, inputs, repeats, warmup))
+    return out
+
+
+def choose(ms: Dict[str, List[float]], allow_int8: bool) -> str:
+    """The fastest backend over all timed shapes (geometric mean: each shape weighs the same as
+    a ratio); int8 only if allowed."""
+    allowed = {n: t for n, t in ms.items() if t and (allow_int8 or n not in INT8_BACKENDS)}
+    if not allowed:
+        raise ValueError("no timed backend to choose from")
+    return min(allowed, key=lambda n: (math.fsum(math.log(max(t, 1e-6)) for t in allowed[n]), n))
+
+
+def timing_record(ms: Dict[str, List[float]], shapes, repeats: int) -> dict:
+    """``deploy.json``'s ``timing``: machine, shapes, medians and ``auto``'s two choices."""
+    return {"cpu": cpu_features(), "shapes": [list(s) for s in shapes], "repeats": repeats, "median_ms": ms,
+            "auto": {"fp32": choose(ms, allow_int8=False), "int8": choose(ms, allow_int8=True)},
+            "note": "measured at export on this machine; re-export (or re-time) on the serving machine"}

@@ -1,0 +1,64 @@
+"""Which backend ``auto`` runs (ernie_tiny.deploy.backend_timing, predictor.resolve_backend), the
+CPU instruction sets recorded beside the timings, and the vocabulary kept by pruning."""
+import pytest
+
+from ernie_tiny.deploy.backend_timing import choose, cpu_features, time_backends
+from ernie_tiny.deploy.predictor import resolve_backend
+from ernie_tiny.deploy.vocab_prune import kept_ids
+
+MS = {"paddle": [9.0, 80.0], "onnx": [5.0, 50.0], "onnx-fused": [4.0, 52.0], "onnx-int8": [2.0, 30.0]}
+
+
+def test_cpu_features_name_the_instruction_sets_that_pick_kernels(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse avx avx2 fma avx512f avx512bw "
+                       "avx512_vnni amx_tile amx_int8\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    found = cpu_features(str(cpuinfo))
+    assert found == {"model": "Some CPU", "vnni": True,
+                     "instruction_sets": ["AVX2", "FMA", "AVX-512F", "AVX-512BW", "AVX-512 VNNI", "AMX", "AMX-INT8"]}
+    cpuinfo.write_text("flags\t: avx avx2 fma\n")
+    assert cpu_features(str(cpuinfo)) == {"model": "", "vnni": False, "instruction_sets": ["AVX2", "FMA"]}
+    assert cpu_features(str(tmp_path / "missing"))["instruction_sets"] == []
+
+
+def test_choose_takes_the_fastest_over_both_shapes_and_int8_only_when_allowed():
+    # fused: 4/5 at batch 1, 52/50 at the larger batch -> geometric mean 0.83 of onnx's: fused
+    assert choose(MS, allow_int8=False) == "onnx-fused"
+    assert choose(MS, allow_int8=True) == "onnx-int8"
+    assert choose({"onnx": [5.0, 50.0], "onnx-fused": [4.9, 80.0]}, allow_int8=False) == "onnx"
+    assert choose({"paddle": [1.0, 1.0], "onnx-int8": [0.1, 0.1]}, allow_int8=False) == "paddle"
+    with pytest.raises(ValueError):
+        choose({"onnx-int8": [1.0]}, allow_int8=False)
+
+
+def test_time_backends_runs_each_on_the_same_inputs_per_shape():
+    seen = []
+    backends = {name: (lambda ids, types, name=name: seen.append((name, ids.shape, int(ids.sum()))))
+                for name in ("a", "b")}
+    ms = time_backends(backends, [(1, 8), (3, 8)], vocab_size=50, repeats=2, warmup=1)
+    assert set(ms) == {"a", "b"} and all(len(t) == 2 for t in ms.values())
+    for shape in ((1, 8), (3, 8)):
+        calls = [(n, s) for n, sh, s in seen if sh == shape]
+        assert len(calls) == 6 and len({s for _, s in calls}) == 1  # 3 calls each, identical inputs
+
+
+def test_resolve_backend_takes_the_fastest_recorded_backend_this_export_can_run():
+    info = {"onnx": "model.onnx", "onnx_fused": "model.fused.onnx", "onnx_int8": "model.int8.onnx"}
+    assert resolve_backend("auto", info) == "onnx"  # exported before timings existed: onnxruntime fp32
+    assert resolve_backend("auto", info, device="gpu") == "paddle"
+    assert resolve_backend("paddle", info) == "paddle"
+    assert resolve_backend("auto", {"onnx": None}) == "paddle"
+    timed = {**info, "timing": {"median_ms": MS}}  # auto recomputes from the recorded medians
+    assert resolve_backend("auto", timed) == "onnx-fused" and resolve_backend("auto", timed, allow_int8=True) == \
+        "onnx-int8"
+    assert resolve_backend("auto", {**timed, "onnx_fused": None}) == "onnx"  # fastest of what this export has
+    slow_fused = {**timed, "timing": {"median_ms": {**MS, "openvino": [1.0, 1.0]}}}
+    assert resolve_backend("auto", slow_fused) == "onnx-fused"  # openvino timed but not checked: not taken
+    checked = {**slow_fused, "checks": {"openvino": {"max_abs_diff": 0.0}}}
+    assert resolve_backend("auto", checked) == "openvino"
+
+
+def test_pruning_keeps_specials_frequent_ids_and_every_seen_token():
+    assert kept_ids([[7, 3, 7], [12]], special_ids=[0, 1, 2], keep_frequent=0, vocab_size=20) == [0, 1, 2, 3, 7, 12]
+    assert kept_ids([[15]], special_ids=[0], keep_frequent=4, vocab_size=20) == [0, 1, 2, 3, 15]
+    assert kept_ids([[3]], special_ids=[0], keep_frequent=99, vocab_size=5) == [0, 1, 2, 3, 4]
