@@ -69,7 +69,7 @@ def check(model, pruned, tokenizer, new_tokenizer, keep: Sequence[int], examples
           head: str) -> dict:
     """Dev predictions of both models: identical on every example whose tokens were all kept
     (a ``ValueError`` otherwise), and each model's metric on all of them."""
-    from ernie_tiny.finetune.trainer import predict
+    from ernie_tiny.finetune.loop import predict
     from ernie_tiny.tasks.encode import IGNORE, encode
     from ernie_tiny.tasks.metrics import score
 
@@ -100,15 +100,15 @@ def prune_for_task(model, tokenizer, card, task: dict, ex, directory: Path):
     train split, checked on its dev split (``Export.eval_examples`` of it; 0 = all). The pruned
     tokenizer's files go to ``directory``, which must live until the tokenizer is saved (PaddleNLP
     copies ``vocab.txt`` from there)."""
-    from ernie_tiny.tasks.encode import encode
-    from ernie_tiny.tasks.readers import read_split
+    from ernie_tiny.tasks.data import Sample, TaskData, read_task_split
 
-    train = read_split(card, "train", ex.data_dir or None, labels=task["labels"])
-    train_ids = [f.input_ids for f in encode(train.examples, tokenizer, task["max_length"], task["head"])]
+    sample = Sample(max_dev_examples=ex.eval_examples, max_length=task["max_length"])
+    train = read_task_split(card, "train", sample, ex.data_dir, labels=task["labels"])
+    train_ids = [f.input_ids for f in TaskData.encoded(train, sample, tokenizer)]
     keep = kept_ids(train_ids, tokenizer.all_special_ids, ex.keep_frequent, len(tokenizer))
     new_tokenizer = pruned_tokenizer(tokenizer, keep, directory)
     pruned = prune_model(model, keep, new_tokenizer.pad_token_id)
-    dev = read_split(card, "dev", ex.data_dir or None, labels=task["labels"], max_examples=ex.eval_examples)
+    dev = read_task_split(card, "dev", sample, ex.data_dir, labels=task["labels"])  # raw: both tokenizers encode it
     record = {"vocab_before": len(tokenizer), "vocab_after": len(keep), "train_examples": len(train.examples),
               "keep_frequent": ex.keep_frequent, "params_mb_before": parameter_mb(model),
               "params_mb_after": parameter_mb(pruned),
