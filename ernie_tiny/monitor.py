@@ -3,7 +3,9 @@ scalars and a JSON-lines log (``train_log.jsonl``) under the output directory.
 Only the main rank reports; on other ranks every call is a no-op."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -87,3 +89,16 @@ class TrainMonitor:
         self.bar.close()
         self.writer.close()
         self.log_file.close()
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str = "", level: int = logging.WARNING):
+    """Raise logger ``name`` (the root logger: "") to ``level`` for the block: onnxruntime's
+    quantizer and transformer optimizer log a line per tensor or fusion otherwise."""
+    logger = logging.getLogger(name)
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)

@@ -20,25 +20,15 @@ version check; onnxruntime's own session-level optimizations still run when the 
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import Dict
 
 import numpy as np
 
+from ernie_tiny.monitor import quiet_logger
+
 FUSED_OPS = ("Attention", "SkipLayerNormalization", "BiasGelu", "EmbedLayerNormalization")
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str = "onnxruntime.transformers"):
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _scalar(model, name: str):
@@ -153,7 +143,7 @@ def fuse_onnx(source: Path, target: Path, num_heads: int, hidden_size: int) -> D
             setattr(cleanup, name, False)
     options = FusionOptions("bert")
     options.attention_mask_format = AttentionMaskFormat.AttentionMask  # the raw 2-D mask: exact for any padding
-    with _quiet():
+    with quiet_logger("onnxruntime.transformers", logging.ERROR):
         first = optimize_model(str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
                                opt_level=0, optimization_options=cleanup)
         rewritten = rewrite_attention(first.model)

@@ -19,26 +19,13 @@ task's own metric, and fails if int8 loses more than ``Export.max_int8_drop`` po
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 from pathlib import Path
 from typing import Iterator, List, Sequence
 
 import numpy as np
 
+from ernie_tiny.monitor import quiet_logger
 from ernie_tiny.tasks.encode import IGNORE, Features, collate
-
-
-@contextlib.contextmanager
-def _quiet_logging():
-    """onnxruntime's quantizer logs one INFO line per tensor through the root logger."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def feeds(features: Sequence[Features], pad_token_id: int, batch_size: int) -> Iterator[dict]:
@@ -54,7 +41,7 @@ def quantize_onnx(source: Path, target: Path, mode: str, calibration: Sequence[F
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
 
-    with _quiet_logging():
+    with quiet_logger():  # the quantizer logs one INFO line per tensor through the root logger
         if mode == "dynamic":
             quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
             return {"method": "onnxruntime quantize_dynamic", "weights": "int8 per tensor",
