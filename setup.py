@@ -36,6 +36,8 @@ setup(
         "httpx==0.28.1",  # tools/benchmark.py serving's load clients (and the server tests' client)
         "matplotlib==3.11.2",  # the evaluation and experiment reports' charts
         "onnxruntime==1.32.0",  # ONNX backend of the predictor, its int8 path and the fused graph (transformer optimizer)
+        "sympy==1.14.0",  # onnxruntime's transformer optimizer (the fused graph) needs it, undeclared by onnxruntime
+        "openvino==2026.4.1",  # the predictor's OpenVINO backend (reads the ONNX export; auto picks it where fastest)
         "onnx==1.17.0",  # the fused graph's attention rewrite (deploy/onnx_fusion.py); paddle2onnx 2.1.0 needs <=1.17.0
         # paddle2onnx's constant folding (Polygraphy) needs onnx_graphsurgeon and would pip-install
         # the newest at run time, whose ml_dtypes wants NumPy 2; 0.5.8 needs only numpy and onnx
@@ -54,7 +56,6 @@ setup(
     ],
     extras_require={
         "gpu": [],  # install paddlepaddle-gpu from Paddle's index first; see README
-        "openvino": ["openvino==2026.4.1"],  # the predictor's optional openvino backend (reads the ONNX export)
         "dev": [
             "pytest>=7",
             "schemathesis==4.32.5",  # fuzzes the server's OpenAPI schema (tests/test_serving.py)
