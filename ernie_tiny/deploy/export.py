@@ -18,7 +18,7 @@ Steps, top to bottom (``run``):
 4. ONNX (``Export.onnx``): paddle2onnx converts the saved model; onnxruntime is checked the same
    way; with ``Export.fuse`` the fused graph (``ernie_tiny.deploy.onnx_fusion``) is written beside
    it (fusion counts in ``deploy.json`` ``fusion``) and checked too, and so is OpenVINO on the
-   plain graph when the ``openvino`` extra is installed (``Export.openvino``);
+   plain graph when the ``openvino`` package is installed (``Export.openvino``);
 5. int8 (``Export.int8``): onnxruntime quantization (``ernie_tiny.deploy.quantize``) of the fused
    graph (the plain one without ``Export.fuse``); fp32 and int8 are scored on the same dev
    examples with the task metric, and an int8 model that loses more than
@@ -269,6 +269,8 @@ def run(config: ExportConfig) -> Path:
             if ex.openvino and openvino_installed():
                 info["checks"]["openvino"] = compare("OpenVINO", OpenVinoBackend(tmp / info["onnx"]), reference,
                                                      batches, ex.atol)
+            elif ex.openvino:
+                print("OpenVINO is not installed (pip install -e .): the openvino backend is left out", flush=True)
             if ex.fuse:
                 info["onnx_fused"], info["fusion"] = add_fused(tmp, info["onnx"], model.config)
                 fp32 = OnnxBackend(tmp / info["onnx_fused"])
