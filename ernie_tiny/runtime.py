@@ -23,13 +23,17 @@ def local_world_size() -> int:
     return 1
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def configure_threads(num_threads: int = 0) -> int:
     """Set the CPU thread count for Paddle's kernels: ``num_threads``, or (0) the available
     cores shared among this machine's ranks. Returns the count; warns if Paddle was
     imported already (then it may not take effect)."""
     if num_threads <= 0:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        num_threads = max(1, cores // local_world_size())
+        num_threads = max(1, available_cores() // local_world_size())
     if "paddle" in sys.modules and os.environ.get("OMP_NUM_THREADS") != str(num_threads):
         print(f"warning: Paddle was imported before the thread count was set; OMP_NUM_THREADS="
               f"{os.environ.get('OMP_NUM_THREADS')} stays", file=sys.stderr)
@@ -186,9 +190,7 @@ def check_shared_output_dir(rt: Runtime, output_dir) -> None:
     import paddle.distributed as dist
 
     marker = Path(output_dir) / ".shared_storage_check"
-    token = paddle.to_tensor([secrets.randbits(62) if rt.is_main else 0], dtype="int64")
-    dist.broadcast(token, src=0)
-    expected = str(int(token.numpy()[0]))
+    expected = str(broadcast_int(rt, secrets.randbits(62) if rt.is_main else 0))
     if rt.is_main:
         marker.write_text(expected)
     rt.barrier()

@@ -31,6 +31,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from ernie_tiny.runtime import available_cores
+
 SERVER = Path(__file__).resolve().parents[2] / "deploy" / "serving" / "server.py"
 SENTENCES = ["质量很好，物流也快，下次还来", "太差了", "书的内容一般，但是印刷不错。", "性价比很高，推荐购买",
              "客服态度很差，等了三天才发货，包装也破了，不会再买了", "好", "还行吧，和描述的差不多",
@@ -131,10 +133,6 @@ def summarize(measured: dict, args, health_before: dict, health_after: dict) -> 
             "predictor_calls": batches, "requests_per_call": served / batches if batches else float("nan"),
             "backend": health_after["backend"], "task": health_after["task"],
             "server_batch_size": health_after["batch_size"], "server_max_wait_ms": health_after["max_wait_ms"]}
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def command_line(args) -> str:

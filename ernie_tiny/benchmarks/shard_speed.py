@@ -52,7 +52,7 @@ def cpu_model() -> str:
 
 
 def machine() -> dict:
-    from ernie_tiny.data.shards import available_cores
+    from ernie_tiny.runtime import available_cores
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"cpu": cpu_model(), "cores_available": available_cores(), "cores_machine": os.cpu_count(),
@@ -91,7 +91,7 @@ def time_builds(docs, tokenizer, root: Path, args, workers: int) -> dict:
 
 
 def measure(args) -> dict:
-    from ernie_tiny.data.shards import available_cores
+    from ernie_tiny.runtime import available_cores
     from ernie_tiny.tokenization import build_vocab, tokenizer_from_vocab
 
     info = machine()

@@ -28,16 +28,12 @@ import numpy as np
 
 from ernie_tiny.data import fast_tokenizer
 from ernie_tiny.data.corpus import CorpusError
+from ernie_tiny.runtime import available_cores
 
 INDEX = "index.json"
 CHUNK_DOCUMENTS = 512  # documents per task sent to a worker
 CHECK_DOCUMENTS = 1024  # the first documents (two chunks) also tokenized by ErnieTokenizer to check the fast ids
 PYTHON_TOKENIZER = "paddlenlp.ErnieTokenizer"
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class PythonEncoder:

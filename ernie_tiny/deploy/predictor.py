@@ -38,6 +38,7 @@ import numpy as np
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE, model_file, read_deploy_info  # noqa: F401 (re-exported)
 from ernie_tiny.deploy.backend_timing import INT8_BACKENDS, choose
 from ernie_tiny.deploy.inputs import DeployInputError
+from ernie_tiny.runtime import available_cores
 from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode_sequence, encode_tokens
 from ernie_tiny.tasks.readers import Example
 
@@ -50,7 +51,7 @@ LENGTH_BUCKET = 16
 def default_threads() -> int:
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return int(os.environ["OMP_NUM_THREADS"])
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return available_cores()
 
 
 def pad_to_bucket(input_ids: np.ndarray, token_type_ids: np.ndarray, pad_token_id: int, bucket: int = LENGTH_BUCKET):
