@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 from ernie_tiny.benchmarks.distill_sides import REPLY, STUDENT_SHAPES
+from ernie_tiny.deploy.backend_timing import cpu_features
+from ernie_tiny.runtime import available_cores
 
 _PROGRESS = "[bench] "
 _SETTLE_SECONDS = 0.3
@@ -208,22 +210,6 @@ def _measure(options: dict, plan: dict) -> dict:
     return results
 
 
-def cpu_features() -> dict:
-    """The CPU model and the instruction sets that matter for these kernels (Linux /proc/cpuinfo)."""
-    flags, model = set(), platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    wanted = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
-              "avx512_bf16": "AVX512-BF16", "amx_tile": "AMX"}
-    return {"model": model, "features": [label for flag, label in wanted.items() if flag in flags]}
-
-
 def _load_average():
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
@@ -332,8 +318,8 @@ def format_report(options: dict, results: dict, wall_seconds: float | None = Non
     cpu = results.get("cpu", {})
     load = results.get("load_average", [None, None])
     lines += [
-        f"Machine: {cpu.get('model', platform.machine())} ({', '.join(cpu.get('features', [])) or 'no AVX2'}), "
-        f"{os.cpu_count()} CPUs ({_available_cores()} available), {ours['threads']} threads, "
+        f"Machine: {cpu.get('model') or platform.machine()} ({', '.join(cpu.get('instruction_sets', [])) or 'no AVX2'}), "
+        f"{os.cpu_count()} CPUs ({available_cores()} available), {ours['threads']} threads, "
         f"Paddle {ours['paddle_version']}, PaddleNLP {ours['paddlenlp_version']}, Python {platform.python_version()}"
         + (f"; wall time {wall_seconds:.0f} s" if wall_seconds is not None else "")
         + (f"; 1-minute load average {load[0]} before, {load[-1]} after." if load[0] is not None else "."),
@@ -374,5 +360,3 @@ def _students_section(label: str, r: dict) -> list:
     return lines
 
 
-def _available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
