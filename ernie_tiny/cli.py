@@ -40,12 +40,6 @@ def parse_stage_args(stage: Stage, argv=None) -> Tuple[str, List[str]]:
     return args.config, overrides
 
 
-def stage_config(stage: Stage, argv=None):
-    """The validated config a command line gives (``ConfigError`` if it is not valid); nothing runs."""
-    config_file, overrides = parse_stage_args(stage, argv)
-    return load_config(stage.load_schema(), config_file, overrides)
-
-
 def run_stage(name: str, argv=None) -> int:
     """Parse the command line of stage ``name`` (``ernie_tiny.stages``; see ``parse_stage_args``),
     validate the config against its schema, then run it; bad input (an ``InputError``) is printed
