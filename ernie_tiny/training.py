@@ -22,19 +22,17 @@ from ernie_tiny.monitor import TrainMonitor
 from ernie_tiny.schema import OptimizerSection, TrainSection
 
 
-def build_optimizer(opt: OptimizerSection, max_steps: int, layer: paddle.nn.Layer, groups=None,
-                    warmup: Optional[int] = None):
+def build_optimizer(opt: OptimizerSection, max_steps: int, layer: paddle.nn.Layer, groups=None):
     """AdamW over ``layer``'s parameters (no weight decay on biases and norms) and its LR schedule:
-    linear warm-up over ``warmup`` steps (None: ``opt.warmup_steps``, else ``ceil(opt.warmup_ratio
-    x max_steps)``), then linear decay to 0 at ``max_steps``.
+    linear warm-up over ``opt.warmup_steps`` steps (0: ``ceil(opt.warmup_ratio x max_steps)``),
+    then linear decay to 0 at ``max_steps``.
 
     ``groups``: optional ``[(parameters, settings)]``, one AdamW parameter group each (several
     students in one run): ``settings`` may set ``lr`` (the group's peak learning rate on the
     shared warm-up/decay schedule), ``betas``, ``eps``, ``weight_decay`` and ``clip_norm``;
     unset ones are ``opt``'s. Paddle keeps each group's moments apart and clips each group by
     its own global norm, so one group's gradients never scale another's update."""
-    if warmup is None:
-        warmup = opt.warmup_steps or int(math.ceil(opt.warmup_ratio * max_steps))
+    warmup = opt.warmup_steps or int(math.ceil(opt.warmup_ratio * max_steps))
     scheduler = LinearDecayWithWarmup(opt.lr, max_steps, warmup)
     decay = {p.name for n, p in layer.named_parameters() if not any(k in n for k in ("bias", "norm"))}
 

@@ -69,6 +69,8 @@ class BackendAsModel:
     """A runtime (numpy in, numpy out) seen as the eager model ``ernie_tiny.finetune.loop``
     evaluates, so exported models are scored by exactly the code that scored finetuning."""
 
+    training = False  # a runtime has no train mode
+
     def __init__(self, backend):
         self.backend = backend
 

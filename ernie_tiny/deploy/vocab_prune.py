@@ -77,8 +77,6 @@ def check(model, pruned, tokenizer, new_tokenizer, keep: Sequence[int], examples
     new_features = encode(examples, new_tokenizer, max_length, head)
     old_pred, gold = predict(model, old_features, 32, tokenizer.pad_token_id)
     new_pred, _ = predict(pruned, new_features, 32, new_tokenizer.pad_token_id)
-    model.eval()
-    pruned.eval()  # predict leaves models in train mode
     kept = set(keep)
     covered = np.array([all(i in kept for i in f.input_ids) for f in old_features])
     if head == "token":

@@ -15,7 +15,7 @@ import paddle
 from paddlenlp.transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 from ernie_tiny.files import replacing_directory
-from ernie_tiny.finetune.schedule import batches_per_epoch, eval_interval, total_steps, warmup_steps
+from ernie_tiny.finetune.schedule import batches_per_epoch, eval_interval, eval_steps, total_steps, warmup_steps
 from ernie_tiny.tasks.card import TaskCard
 from ernie_tiny.tasks.encode import IGNORE, Features, collate
 from ernie_tiny.schema import OptimizerSection
@@ -77,14 +77,17 @@ def finetune_optimizer(model, params: FinetuneParams, total: int):
     Paddle's default moments (0.9, 0.999, eps 1e-8), linear warm-up over ``warmup_steps`` (rounded
     down) then linear decay to 0 at ``total``; weight decay off for biases and norms; the global
     gradient norm clipped at ``params.max_grad_norm`` (the benchmark's ``ClipGradByGlobalNorm(1.0)``)."""
+    # the floor's 0 stays 0: with warmup_ratio 0 the builder's ceil fallback is 0 too
     settings = OptimizerSection(lr=params.lr, betas=[0.9, 0.999], eps=1e-8, weight_decay=params.weight_decay,
-                                warmup_ratio=params.warmup_ratio, clip_norm=params.max_grad_norm)
-    return build_optimizer(settings, total, model, warmup=warmup_steps(total, params.warmup_ratio))
+                                warmup_steps=warmup_steps(total, params.warmup_ratio), warmup_ratio=0,
+                                clip_norm=params.max_grad_norm)
+    return build_optimizer(settings, total, model)
 
 
 def predict(model, features: Sequence[Features], batch_size: int, pad_token_id: int) -> tuple:
     """(predicted ids, gold labels): [n] for sequence tasks; [n, longest] for token tasks,
-    gold padded with IGNORE."""
+    gold padded with IGNORE. The model is left in the mode it was in."""
+    was_training = model.training
     model.eval()
     preds, golds = [], []
     with paddle.no_grad():
@@ -94,7 +97,8 @@ def predict(model, features: Sequence[Features], batch_size: int, pad_token_id: 
                            attention_mask=paddle.to_tensor(batch["attention_mask"]))
             preds.extend(logits.argmax(axis=-1).numpy())
             golds.extend(batch["labels"])
-    model.train()
+    if was_training:
+        model.train()
     if np.ndim(golds[0]) == 0:
         return np.asarray(preds), np.asarray(golds)
     width = max(len(row) for row in golds)
@@ -120,7 +124,7 @@ def finetune(model_dir: str, card: TaskCard, labels: Sequence[str], train: Seque
     total = total_steps(len(train), params.batch_size, params.epochs, params.max_steps)
     optimizer, scheduler = finetune_optimizer(model, params, total)
     loss_fn = paddle.nn.CrossEntropyLoss(ignore_index=IGNORE)
-    eval_every = eval_interval(batches, params.eval_every, card.evals_per_epoch)
+    eval_at = set(eval_steps(total, eval_interval(batches, params.eval_every, card.evals_per_epoch)))
     result = FinetuneResult(best_score=-1.0, best_step=0, steps=total, seconds=0.0)
     best_state = None
     started = time.time()
@@ -140,7 +144,7 @@ def finetune(model_dir: str, card: TaskCard, labels: Sequence[str], train: Seque
             optimizer.clear_grad()
             scheduler.step()
             step += 1
-            if step % eval_every == 0 or step == total:
+            if step in eval_at:
                 dev_score = evaluate(model, dev, card, labels, max(params.batch_size, 64), pad_token_id)
                 result.evals.append((step, dev_score))
                 if on_eval:
