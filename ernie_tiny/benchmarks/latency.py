@@ -91,26 +91,18 @@ def _timed(fn) -> float:
 
 
 def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads: int) -> dict:
-    from ernie_tiny.deploy.predictor import OnnxBackend, OpenVinoBackend, PaddleBackend, make_backend
+    """Each runtime by name: the eager model, Paddle Inference with and without oneDNN, and every
+    backend the predictor offers (``make_backend``: onnx, onnx-fused, onnx-int8, openvino, auto)."""
+    from ernie_tiny.deploy.predictor import PaddleBackend, make_backend
 
     runtimes = {}
     for name in names:
-        if name == "auto":
-            runtimes[name] = make_backend(model_dir, "auto", threads=threads)
         if name == "eager":
             runtimes[name] = _eager(eager_model, info["head"])
-        elif name == "paddle":
-            runtimes[name] = PaddleBackend(model_dir, threads=threads, mkldnn=True)
-        elif name == "paddle-no-mkldnn":
-            runtimes[name] = PaddleBackend(model_dir, threads=threads, mkldnn=False)
-        elif name == "onnx":
-            runtimes[name] = OnnxBackend(model_dir / info["onnx"], threads=threads)
-        elif name == "onnx-fused":
-            runtimes[name] = OnnxBackend(model_dir / info["onnx_fused"], threads=threads)
-        elif name == "onnx-int8":
-            runtimes[name] = OnnxBackend(model_dir / info["onnx_int8"], threads=threads)
-        elif name == "openvino":
-            runtimes[name] = OpenVinoBackend(model_dir / info["onnx"], threads=threads)
+        elif name in ("paddle", "paddle-no-mkldnn"):
+            runtimes[name] = PaddleBackend(model_dir, threads=threads, mkldnn=name == "paddle")
+        else:
+            runtimes[name] = make_backend(model_dir, name, threads=threads)
     return runtimes
 
 

@@ -283,7 +283,7 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     if backend == "openvino":
         if not info.get("onnx") or not openvino_installed():
             raise DeployInputError(f"backend openvino needs the ONNX export (Export.onnx: true) and the openvino "
-                                   f"package (pip install -e .[openvino]); {model_dir} has "
+                                   f"package (pip install -e .); {model_dir} has "
                                    f"{'no ONNX model' if not info.get('onnx') else 'it, the package is missing'}")
         return OpenVinoBackend(model_file(model_dir, info["onnx"]), threads=options.get("threads", 0))
     if backend in ONNX_FILES:
