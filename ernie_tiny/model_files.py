@@ -148,13 +148,19 @@ def tokenizer_vocab_size(path) -> Optional[int]:
         return sum(1 for _ in f)
 
 
-def check_pretrained_dir(path) -> Dict:
-    """A model directory that is also its own tokenizer (what stage 1 and evaluation load): the
-    model, the tokenizer, and embeddings for every token of the vocabulary. Returns config.json."""
-    config = check_model_dir(path)
+def check_own_tokenizer(path, config: Dict) -> None:
+    """``path`` (a model directory, ``config`` its config.json) also holds the model's tokenizer,
+    with embeddings for every token of its vocabulary."""
     check_tokenizer_dir(path)
     vocab, embeddings = tokenizer_vocab_size(path), config.get("vocab_size")
     if vocab is not None and embeddings is not None and embeddings < vocab:
         raise ModelFilesError(f"{path}: config.json has vocab_size {embeddings}, fewer than the {vocab} tokens "
                               f"of its vocab.txt: the tokenizer is not this model's")
+
+
+def check_pretrained_dir(path) -> Dict:
+    """A model directory that is also its own tokenizer (what stage 1 and evaluation load): the
+    model, the tokenizer, and embeddings for every token of the vocabulary. Returns config.json."""
+    config = check_model_dir(path)
+    check_own_tokenizer(path, config)
     return config

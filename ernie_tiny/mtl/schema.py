@@ -66,10 +66,17 @@ class TeacherMTLConfig(Section):
                                          "(ernie-3.0-xbase-zh) or a save_pretrained directory with its tokenizer")
         elif self.Model.is_directory() and not self.planned(self.Model.name_or_path) \
                 and os.path.isdir(self.Model.name_or_path):
+            # the model files themselves are ModelSection's own check (Model.name_or_path); the
+            # tokenizer is read from there too
             try:
-                model_files.check_pretrained_dir(self.Model.name_or_path)  # the tokenizer is read from there too
-            except model_files.ModelFilesError as err:
-                yield "Model.name_or_path", str(err)
+                config = model_files.read_model_config(self.Model.name_or_path)
+            except model_files.ModelFilesError:
+                config = None  # reported by that check
+            if config is not None:
+                try:
+                    model_files.check_own_tokenizer(self.Model.name_or_path, config)
+                except model_files.ModelFilesError as err:
+                    yield "Model.name_or_path", str(err)
         problems, loaded = load_task_cards(self.Tasks)
         yield from problems
         positions = self.Model.sizes().get("max_position_embeddings")
