@@ -186,15 +186,17 @@ def add_fused(tmp: Path, onnx_file: str, model_config) -> tuple:
     return target.name, counts
 
 
-def add_timing(tmp: Path, info: dict, ex, length: int, vocab_size: int) -> dict:
-    """Every CPU backend of the export timed on the same inputs; ``auto``'s choice among them."""
+def add_timing(tmp: Path, info: dict, ex, length: int, vocab_size: int, checked: dict) -> dict:
+    """Every CPU backend of the export timed on the same inputs; ``auto``'s choice among them.
+    ``checked``: the backends the checks already built (reused, not built again)."""
     from ernie_tiny.deploy.backend_timing import time_backends, timing_record
     from ernie_tiny.deploy.predictor import ONNX_FILES
 
-    backends = {"paddle": PaddleBackend(tmp)}
-    backends.update({name: OnnxBackend(tmp / info[key]) for name, key in ONNX_FILES.items() if info.get(key)})
+    backends = {"paddle": checked.get("paddle") or PaddleBackend(tmp)}
+    backends.update({name: checked.get(name) or OnnxBackend(tmp / info[key])
+                     for name, key in ONNX_FILES.items() if info.get(key)})
     if info["checks"].get("openvino"):
-        backends["openvino"] = OpenVinoBackend(tmp / info["onnx"])
+        backends["openvino"] = checked.get("openvino") or OpenVinoBackend(tmp / info["onnx"])
     shapes = [(1, length), (ex.timing_batch, length)]
     ms = time_backends(backends, shapes, vocab_size, ex.timing_repeats, ex.timing_warmup)
     record = timing_record(ms, shapes, ex.timing_repeats)
@@ -260,20 +262,21 @@ def run(config: ExportConfig) -> Path:
                 "int8": None, "onnx_fused": None, "fusion": None, "timing": None,
                 "vocab_pruning": pruning if ex.prune_vocab else None}
         write_info(tmp, info)
-        info["checks"]["paddle_inference"] = compare("Paddle Inference (oneDNN)", PaddleBackend(tmp), reference,
+        checked = {"paddle": PaddleBackend(tmp)}  # every backend the checks build, by backend name (timing reuses them)
+        info["checks"]["paddle_inference"] = compare("Paddle Inference (oneDNN)", checked["paddle"], reference,
                                                      batches, ex.atol)
         if ex.onnx:
             info["onnx"] = export_onnx(tmp, files, ex.opset)
-            fp32 = OnnxBackend(tmp / info["onnx"])
+            fp32 = checked["onnx"] = OnnxBackend(tmp / info["onnx"])
             info["checks"]["onnxruntime"] = compare("onnxruntime", fp32, reference, batches, ex.atol)
             if ex.openvino and openvino_installed():
-                info["checks"]["openvino"] = compare("OpenVINO", OpenVinoBackend(tmp / info["onnx"]), reference,
-                                                     batches, ex.atol)
+                checked["openvino"] = OpenVinoBackend(tmp / info["onnx"])
+                info["checks"]["openvino"] = compare("OpenVINO", checked["openvino"], reference, batches, ex.atol)
             elif ex.openvino:
                 print("OpenVINO is not installed (pip install -e .): the openvino backend is left out", flush=True)
             if ex.fuse:
                 info["onnx_fused"], info["fusion"] = add_fused(tmp, info["onnx"], model.config)
-                fp32 = OnnxBackend(tmp / info["onnx_fused"])
+                fp32 = checked["onnx-fused"] = OnnxBackend(tmp / info["onnx_fused"])
                 info["checks"]["onnxruntime_fused"] = compare("onnxruntime fused", fp32, reference, batches, ex.atol)
         if ex.int8 != "off":
             calibration = []
@@ -283,7 +286,7 @@ def run(config: ExportConfig) -> Path:
             info["int8"] = add_int8(tmp, info["onnx_fused"] or info["onnx"], ex, card, task["labels"], calibration, evaluated, pad, fp32)
             info["onnx_int8"] = info["int8"].pop("file")
         if ex.timing_repeats:
-            info["timing"] = add_timing(tmp, info, ex, task["max_length"], model.config.vocab_size)
+            info["timing"] = add_timing(tmp, info, ex, task["max_length"], model.config.vocab_size, checked)
         info["sizes_mb"] = file_sizes_mb(tmp, info)
         write_info(tmp, info)
         dump_config(config, tmp / "export_config.yaml")
