@@ -22,7 +22,7 @@ import numpy as np
 CPU_FLAGS = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512F", "avx512bw": "AVX-512BW",
              "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX-512 BF16",
              "amx_tile": "AMX", "amx_int8": "AMX-INT8", "amx_bf16": "AMX-BF16"}
-INT8_BACKENDS = ("onnx-int8",)
+INT8_BACKENDS = ("onnx-int8", "openvino-int8")
 
 
 def cpu_features(cpuinfo_path: str = "/proc/cpuinfo") -> dict:

@@ -156,24 +156,32 @@ def export_onnx(tmp: Path, files: dict, opset: int) -> str:
     return "model.onnx"
 
 
-def add_int8(tmp: Path, onnx_file: str, ex, card, labels, calibration, evaluated, pad: int, fp32) -> dict:
-    """Quantize, then score fp32 and int8 on the same dev examples; fails on too large a drop."""
+def add_int8(tmp: Path, onnx_file: str, ex, card, labels, calibration, evaluated, pad: int, fp32,
+             openvino: bool) -> tuple:
+    """Quantize, then score fp32 and every runtime of the int8 model (onnxruntime; OpenVINO too
+    when ``openvino`` and the model is QDQ, which it reads) on the same dev examples; fails if
+    any of them drops too far. Returns the record and the int8 backends by backend name."""
     from ernie_tiny.deploy.quantize import compare_scores, quantize_onnx
 
     target = tmp / "model.int8.onnx"
     done = quantize_onnx(tmp / onnx_file, target, ex.int8, calibration, pad)
-    scores = compare_scores({"fp32": fp32, "int8": OnnxBackend(target)}, evaluated, card, labels, pad)
-    result = {**done, "mode": ex.int8, "metric": card.metric, "dev_examples": len(evaluated),
-              "fp32": scores["fp32"]["score"], "int8": scores["int8"]["score"],
-              "agreement": scores["int8"]["agreement"], "max_drop": ex.max_int8_drop, "file": target.name}
-    print(f"int8 ({ex.int8}): dev {card.metric} {result['int8']:.2f} vs fp32 {result['fp32']:.2f} on "
-          f"{len(evaluated)} examples; predictions agree {result['agreement']:.2%}", flush=True)
-    drop = result["fp32"] - result["int8"]
-    if drop > ex.max_int8_drop:
-        raise ExportCheckError(f"int8 ({ex.int8}) scores {drop:.2f} points below fp32 on {len(evaluated)} dev "
-                               f"examples (> Export.max_int8_drop {ex.max_int8_drop}): try the other Export.int8 "
-                               f"mode, or Export.int8: off")
-    return result
+    int8 = {"onnx-int8": OnnxBackend(target)}
+    if openvino and done["format"] == "qdq":
+        int8["openvino-int8"] = OpenVinoBackend(target)
+    scores = compare_scores({"fp32": fp32, **int8}, evaluated, card, labels, pad)
+    result = {**done, "mode": ex.int8, "source": onnx_file, "metric": card.metric, "dev_examples": len(evaluated),
+              "fp32": scores["fp32"]["score"], "int8": scores["onnx-int8"]["score"],
+              "agreement": scores["onnx-int8"]["agreement"], "max_drop": ex.max_int8_drop, "file": target.name,
+              "runtimes": {name: scores[name] for name in int8}}
+    for name in int8:
+        print(f"int8 ({ex.int8}, {name}): dev {card.metric} {scores[name]['score']:.2f} vs fp32 {result['fp32']:.2f} "
+              f"on {len(evaluated)} examples; predictions agree {scores[name]['agreement']:.2%}", flush=True)
+        drop = result["fp32"] - scores[name]["score"]
+        if drop > ex.max_int8_drop:
+            raise ExportCheckError(f"int8 ({ex.int8}) on {name} scores {drop:.2f} points below fp32 on "
+                                   f"{len(evaluated)} dev examples (> Export.max_int8_drop {ex.max_int8_drop}): try "
+                                   f"the other Export.int8 mode, or Export.int8: off")
+    return result, int8
 
 
 def add_fused(tmp: Path, onnx_file: str, model_config) -> tuple:
@@ -190,13 +198,14 @@ def add_timing(tmp: Path, info: dict, ex, length: int, vocab_size: int, checked:
     """Every CPU backend of the export timed on the same inputs; ``auto``'s choice among them.
     ``checked``: the backends the checks already built (reused, not built again)."""
     from ernie_tiny.deploy.backend_timing import time_backends, timing_record
-    from ernie_tiny.deploy.predictor import ONNX_FILES
+    from ernie_tiny.deploy.predictor import ONNX_FILES, OPENVINO_CHECKS, OPENVINO_FILES
 
     backends = {"paddle": checked.get("paddle") or PaddleBackend(tmp)}
     backends.update({name: checked.get(name) or OnnxBackend(tmp / info[key])
                      for name, key in ONNX_FILES.items() if info.get(key)})
-    if info["checks"].get("openvino"):
-        backends["openvino"] = checked.get("openvino") or OpenVinoBackend(tmp / info["onnx"])
+    for name, key in OPENVINO_FILES.items():
+        if info["checks"].get(OPENVINO_CHECKS[name]):
+            backends[name] = checked.get(name) or OpenVinoBackend(tmp / info[key])
     shapes = [(1, length), (ex.timing_batch, length)]
     ms = time_backends(backends, shapes, vocab_size, ex.timing_repeats, ex.timing_warmup)
     record = timing_record(ms, shapes, ex.timing_repeats)
@@ -283,8 +292,13 @@ def run(config: ExportConfig) -> Path:
             if ex.int8 == "static":
                 calibration = TaskData.load(card, "train", sample, tokenizer, ex.data_dir, labels=task["labels"]).features
             evaluated = dev_features[:ex.eval_examples] if ex.eval_examples else dev_features
-            info["int8"] = add_int8(tmp, info["onnx_fused"] or info["onnx"], ex, card, task["labels"], calibration, evaluated, pad, fp32)
+            source = info["onnx"] if ex.int8 == "static" else info["onnx_fused"] or info["onnx"]  # QDQ: plain graph
+            info["int8"], int8 = add_int8(tmp, source, ex, card, task["labels"], calibration, evaluated, pad, fp32,
+                                          openvino="openvino" in checked)
             info["onnx_int8"] = info["int8"].pop("file")
+            checked.update(int8)
+            if "openvino-int8" in int8:
+                info["checks"]["openvino_int8"] = info["int8"]["runtimes"]["openvino-int8"]
         if ex.timing_repeats:
             info["timing"] = add_timing(tmp, info, ex, task["max_length"], model.config.vocab_size, checked)
         info["sizes_mb"] = file_sizes_mb(tmp, info)

@@ -9,9 +9,9 @@ two runtimes:
 * ``onnx`` / ``onnx-fused`` / ``onnx-int8``: onnxruntime on CPU, on the plain paddle2onnx
   conversion, on its fused graph (``ernie_tiny.deploy.onnx_fusion``), or on the int8
   quantization of the fused graph.
-* ``openvino``: OpenVINO's CPU runtime on the plain ONNX export (it reads ONNX directly; the
-  fused graph's onnxruntime-only ops it does not), when the ``openvino`` extra is installed and
-  the export checked it.
+* ``openvino`` / ``openvino-int8``: OpenVINO's CPU runtime on the plain ONNX export (it reads
+  ONNX directly; the fused graph's onnxruntime-only ops it does not), or on the static (QDQ)
+  int8 model, when the ``openvino`` package is installed and the export checked it.
 * ``auto``: on CPU, the fastest fp32 backend that the export timed on its machine
   (``deploy.json`` ``timing``, ``ernie_tiny.deploy.backend_timing``), int8 included only with
   ``allow_int8``; exports without timings take onnxruntime fp32, and GPU takes Paddle.
@@ -42,8 +42,10 @@ from ernie_tiny.runtime import available_cores
 from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode_sequence, encode_tokens
 from ernie_tiny.tasks.readers import Example
 
-BACKENDS = ("auto", "paddle", "onnx", "onnx-fused", "onnx-int8", "openvino")
+BACKENDS = ("auto", "paddle", "onnx", "onnx-fused", "onnx-int8", "openvino", "openvino-int8")
 ONNX_FILES = {"onnx": "onnx", "onnx-fused": "onnx_fused", "onnx-int8": "onnx_int8"}  # backend -> deploy.json key
+OPENVINO_FILES = {"openvino": "onnx", "openvino-int8": "onnx_int8"}  # backend -> deploy.json key of its file
+OPENVINO_CHECKS = {"openvino": "openvino", "openvino-int8": "openvino_int8"}  # backend -> deploy.json check
 INPUT_NAMES = ("input_ids", "token_type_ids")
 LENGTH_BUCKET = 16
 
@@ -253,8 +255,9 @@ def available(backend: str, info: dict) -> bool:
     openvino also the package installed)."""
     if backend == "paddle":
         return True
-    if backend == "openvino":
-        return bool(info.get("onnx") and (info.get("checks") or {}).get("openvino")) and openvino_installed()
+    if backend in OPENVINO_FILES:
+        return (bool(info.get(OPENVINO_FILES[backend]) and (info.get("checks") or {}).get(OPENVINO_CHECKS[backend]))
+                and openvino_installed())
     return backend in ONNX_FILES and bool(info.get(ONNX_FILES[backend]))
 
 
@@ -280,12 +283,15 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     if backend in BACKENDS and (gpu_only or options.get("precision", "fp32") != "fp32"):
         raise ValueError(f"backend {backend!r} runs on CPU in fp32 (int8: 'onnx-int8'); GPU, fp16 and "
                          "TensorRT are options of the 'paddle' backend")
-    if backend == "openvino":
-        if not info.get("onnx") or not openvino_installed():
-            raise DeployInputError(f"backend openvino needs the ONNX export (Export.onnx: true) and the openvino "
-                                   f"package (pip install -e .); {model_dir} has "
-                                   f"{'no ONNX model' if not info.get('onnx') else 'it, the package is missing'}")
-        return OpenVinoBackend(model_file(model_dir, info["onnx"]), threads=options.get("threads", 0))
+    if backend in OPENVINO_FILES:
+        if not openvino_installed():
+            raise DeployInputError(f"backend {backend} needs the openvino package (pip install -e .)")
+        if not available(backend, info):
+            needs = {"openvino": "the ONNX export (Export.onnx: true)",
+                     "openvino-int8": "the static int8 model (Export.int8: static)"}[backend]
+            raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: backend {backend} needs {needs}, checked on "
+                                   f"OpenVINO at export; {model_dir} has none (choose another --backend)")
+        return OpenVinoBackend(model_file(model_dir, info[OPENVINO_FILES[backend]]), threads=options.get("threads", 0))
     if backend in ONNX_FILES:
         key = ONNX_FILES[backend]
         if not info.get(key):

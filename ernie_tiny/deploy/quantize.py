@@ -9,11 +9,14 @@ fixed shapes, and Paddle Inference then fails on it ("Tensor holds no memory"). 
 model is onnxruntime's quantization of the paddle2onnx export:
 
 * ``dynamic``: weights int8 ahead of time, activations quantized per batch at run time (no
-  calibration data needed);
-* ``static``: activation ranges calibrated once on examples from the task's train split
-  (QDQ format, per-channel weights). Measured here it is no faster than fp32 on CPU (1 x 128:
-  17.8 vs 15.5 ms), while ``dynamic`` is about twice as fast: ``dynamic`` is the default.
-
+  calibration data needed), on the fused graph: onnxruntime's own int8 ops (QAttention,
+  QEmbedLayerNormalization), so only onnxruntime runs it;
+* ``static``: activation ranges calibrated once on examples from the task's train split, on
+  the plain graph (QDQ format: ``QuantizeLinear`` / ``DequantizeLinear`` around every MatMul,
+  weights int8 per channel, activations uint8, the embedding tables int8 too), which both
+  onnxruntime and OpenVINO read; OpenVINO turns the QDQ pairs into its own int8 kernels
+  (VNNI where the CPU has it). Which is faster depends on the CPU: the export times both
+  (``ernie_tiny.deploy.backend_timing``); side by side: docs/results/latency/latency.md.
 Either way the export scores the int8 and the fp32 model on the same dev examples, with the
 task's own metric, and fails if int8 loses more than ``Export.max_int8_drop`` points.
 """
@@ -45,7 +48,7 @@ def quantize_onnx(source: Path, target: Path, mode: str, calibration: Sequence[F
         if mode == "dynamic":
             quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
             return {"method": "onnxruntime quantize_dynamic", "weights": "int8 per tensor",
-                    "activations": "int8, ranges per batch at run time"}
+                    "activations": "int8, ranges per batch at run time", "format": "onnxruntime int8 ops"}
         if mode != "static":
             raise ValueError(f"int8 mode {mode!r}: 'dynamic' or 'static'")
         if not calibration:
@@ -58,11 +61,13 @@ def quantize_onnx(source: Path, target: Path, mode: str, calibration: Sequence[F
             def get_next(self):
                 return next(self.batches, None)
 
+        # uint8 activations: OpenVINO's int8 kernels take them (int8 ones measured 17% slower
+        # there); Gather: the embedding tables are stored int8 as well (a third of the file)
         quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=["MatMul"])
-        return {"method": "onnxruntime quantize_static (QDQ, MinMax)", "weights": "int8 per channel",
-                "activations": f"int8, ranges calibrated on {len(calibration)} train examples"}
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=["MatMul", "Gather"])
+        return {"method": "onnxruntime quantize_static (QDQ, MinMax)", "weights": "int8 per channel, embeddings int8",
+                "activations": f"uint8, ranges calibrated on {len(calibration)} train examples", "format": "qdq"}
 
 
 class BackendAsModel:

@@ -107,12 +107,14 @@ def prune_for_task(model, tokenizer, card, task: dict, ex, directory: Path):
     new_tokenizer = pruned_tokenizer(tokenizer, keep, directory)
     pruned = prune_model(model, keep, new_tokenizer.pad_token_id)
     dev = read_task_split(card, "dev", sample, ex.data_dir, labels=task["labels"])  # raw: both tokenizers encode it
-    record = {"vocab_before": len(tokenizer), "vocab_after": len(keep), "train_examples": len(train.examples),
+    record = {"vocab_before": model.config.vocab_size, "tokenizer_before": len(tokenizer), "vocab_after": len(keep),
+              "train_examples": len(train.examples),
               "keep_frequent": ex.keep_frequent, "params_mb_before": parameter_mb(model),
               "params_mb_after": parameter_mb(pruned),
               **check(model, pruned, tokenizer, new_tokenizer, keep, dev.examples, card, task["labels"],
                       task["max_length"], task["head"])}
-    print(f"vocabulary pruned {record['vocab_before']} -> {record['vocab_after']} tokens, parameters "
+    print(f"vocabulary pruned {record['vocab_before']} -> {record['vocab_after']} embedding rows (the tokenizer's "
+          f"{record['tokenizer_before']} tokens -> {record['vocab_after']}), parameters "
           f"{record['params_mb_before']} -> {record['params_mb_after']} MB; dev {card.metric} {record['pruned']:.2f} "
           f"vs unpruned {record['unpruned']:.2f}; identical on the {record['all_tokens_kept']}/{len(dev.examples)} "
           f"texts whose tokens were all kept", flush=True)
