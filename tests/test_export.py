@@ -15,6 +15,7 @@ import pytest
 
 from ernie_tiny.config import ConfigError, load_config
 from ernie_tiny.deploy.schema import TASK_FILE, ExportConfig, FinetuneConfig
+from ernie_tiny.files import TMP_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 ATOL = 1e-4  # |exported - eager| on any logit (what Export.atol enforces)
@@ -106,7 +107,7 @@ def test_sequence_export_writes_a_checked_inference_directory(sequence_export):
     assert set(info["checks"]) == {"paddle_inference", "onnxruntime", "onnxruntime_fused", "openvino"}
     for check in info["checks"].values():
         assert check["max_abs_diff"] <= ATOL and check["argmax_agreement"] == 1.0
-    assert not any(p.name.endswith(".tmp") for p in out.parent.iterdir())
+    assert not any(p.name.startswith(TMP_PREFIX) for p in out.parent.iterdir())  # the temporary replaced it
 
 
 @pytest.mark.parametrize("backend", ["paddle", "onnx"])

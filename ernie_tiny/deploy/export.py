@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ import numpy as np
 
 from ernie_tiny.config import ConfigError, dump_config
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE
+from ernie_tiny.files import replacing_directory
 from ernie_tiny.deploy.predictor import INPUT_NAMES, OnnxBackend, OpenVinoBackend, PaddleBackend, openvino_installed
 from ernie_tiny.deploy.schema import TASK_FILE, ExportConfig
 from ernie_tiny.tasks.encode import Features, collate
@@ -258,10 +258,7 @@ def run(config: ExportConfig) -> Path:
     reference = [eager_logits(model, b) for b in batches]  # before to_static turns the model static
 
     output_dir = Path(config.Global.output_dir)
-    tmp = output_dir.with_name(f".{output_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with replacing_directory(output_dir) as tmp:  # replaces output_dir only once every check passed
         files = save_static(model, tmp / "model")
         tokenizer.save_pretrained(str(tmp))
         model.config.save_pretrained(str(tmp))  # sizes and labels, for readers of the directory (no weights)
@@ -304,10 +301,5 @@ def run(config: ExportConfig) -> Path:
         info["sizes_mb"] = file_sizes_mb(tmp, info)
         write_info(tmp, info)
         dump_config(config, tmp / "export_config.yaml")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(output_dir, ignore_errors=True)
-    tmp.rename(output_dir)
     print(f"inference directory written to {output_dir} ({time.time() - started:.0f} s)")
     return output_dir

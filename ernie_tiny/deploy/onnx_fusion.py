@@ -31,23 +31,20 @@ from ernie_tiny.monitor import quiet_logger
 FUSED_OPS = ("Attention", "SkipLayerNormalization", "BiasGelu", "EmbedLayerNormalization")
 
 
-def _scalar(model, name: str):
-    from onnx import numpy_helper
-
-    for init in model.graph.initializer:
-        if init.name == name:
-            value = numpy_helper.to_array(init)
-            return float(value.reshape(-1)[0]) if value.size == 1 else None
-    return None
+def _scalar(onnx_model, name: str):
+    """The value of a one-element constant or initializer; None for anything else."""
+    value = onnx_model.get_constant_value(name)
+    return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
 
 
-def rewrite_attention(model) -> int:
+def rewrite_attention(onnx_model) -> int:
     """Rewrite, in place, paddle2onnx's attention scale and padding mask into the pattern
     onnxruntime's FusionAttention matches (see the module doc); returns the number of attention
-    blocks rewritten. Works on the graph after Identity nodes are gone (optimizer pass 1)."""
+    blocks rewritten. ``onnx_model``: onnxruntime's ``OnnxModel`` after Identity nodes are gone
+    (optimizer pass 1)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    graph = model.graph
+    graph = onnx_model.model.graph
     producer = {out: node for node in graph.node for out in node.output}
     ids = next((i.name for i in graph.input if i.name == "input_ids"), None)
     new_nodes, new_inits, rewritten, mask = [], [], 0, None
@@ -82,7 +79,7 @@ def rewrite_attention(model) -> int:
             continue
         add_zero = producer.get(matmul_qk.input[0])  # Paddle's scale(Q): Mul(Q, s) then Add(0)
         mul_scale = producer.get(add_zero.input[0]) if add_zero is not None and add_zero.op_type == "Add" else None
-        if mul_scale is None or mul_scale.op_type != "Mul" or _scalar(model, add_zero.input[1]) != 0.0:
+        if mul_scale is None or mul_scale.op_type != "Mul" or _scalar(onnx_model, add_zero.input[1]) != 0.0:
             continue
         chain, node = [], producer.get(unsqueeze.input[0])  # Add(0) <- Mul(-1e4) <- Cast <- Equal(input_ids, pad)
         for op in ("Add", "Mul", "Cast", "Equal"):
@@ -90,11 +87,11 @@ def rewrite_attention(model) -> int:
                 break
             chain.append(node)
             node = producer.get(node.input[0])
-        if len(chain) != 4 or chain[-1].input[0] != ids or _scalar(model, chain[1].input[1]) != -10000.0:
+        if len(chain) != 4 or chain[-1].input[0] != ids or _scalar(onnx_model, chain[1].input[1]) != -10000.0:
             continue
         if mask is None:
             mask = make_mask(chain[-1])
-        scale = _scalar(model, mul_scale.input[1])
+        scale = _scalar(onnx_model, mul_scale.input[1])
         if not scale:
             continue
         scaled, divisor = f"{matmul_qk.output[0]}.scaled", f"{matmul_qk.output[0]}.divisor"
@@ -112,23 +109,8 @@ def rewrite_attention(model) -> int:
     graph.initializer.extend(new_inits)
     del graph.node[:]
     graph.node.extend(new_nodes + kept)
-    _topological_sort(graph)
+    onnx_model.topological_sort()
     return rewritten
-
-
-def _topological_sort(graph) -> None:
-    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(name in available for name in n.input)]
-        if not ready:
-            raise ValueError("onnx fusion: the rewritten graph has a cycle or a missing input")
-        for node in ready:
-            available.update(node.output)
-        ordered.extend(ready)
-        pending = [n for n in pending if n not in ready]
-    del graph.node[:]
-    graph.node.extend(ordered)
 
 
 def fuse_onnx(source: Path, target: Path, num_heads: int, hidden_size: int) -> Dict[str, int]:
@@ -146,7 +128,7 @@ def fuse_onnx(source: Path, target: Path, num_heads: int, hidden_size: int) -> D
     with quiet_logger("onnxruntime.transformers", logging.ERROR):
         first = optimize_model(str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
                                opt_level=0, optimization_options=cleanup)
-        rewritten = rewrite_attention(first.model)
+        rewritten = rewrite_attention(first)
         second = optimize_model(first.model, model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
                                 opt_level=0, optimization_options=options)
     second.save_model_to_file(str(target))
