@@ -180,3 +180,13 @@ def load_task_cards(entries: Sequence[TaskSampleEntry]) -> Tuple[List[Tuple[str,
         first_of[card.name] = i
         loaded.append((i, entry, card))
     return problems, loaded
+
+
+def task_length_problems(loaded, positions: int):
+    """(key, message) for each loaded task (``load_task_cards``) whose example length is more than
+    the model's ``positions`` (0: unknown, nothing checked)."""
+    for i, entry, card in loaded:
+        length = card.tokens_per_example(entry.max_length)
+        if positions and length > positions:
+            yield f"Tasks.{i}.max_length", (f"{card.name}: {length} tokens is more than the model's "
+                                            f"{positions} positions; set Tasks.{i}.max_length")

@@ -102,6 +102,12 @@ def test_student_loads_with_paddlenlp_auto_classes(tmp_path, cache):
     student_dir = run_distill(cfg)
     from paddlenlp.transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
+    from ernie_tiny.stages import STAGES, headline
+
+    assert STAGES["distill"].product(tmp_path / "out") == student_dir == tmp_path / "out" / "student"
+    assert STAGES["distill"].read_result(tmp_path / "out").students == ()
+    assert headline("distill", tmp_path / "out").startswith("relation loss ")
+
     assert (student_dir / "model.safetensors").is_file()
     assert not list(student_dir.glob("*.pdparams"))
     model = AutoModel.from_pretrained(str(student_dir))
@@ -154,7 +160,15 @@ def test_several_students_learn_from_one_teacher_pass(tmp_path, cache):
     cfg = write_students_config(tmp_path, cache, Train={"max_steps": 40, "save_every": 40, "log_every": 1})
     out = run_distill(cfg)
     assert out == tmp_path / "out" / "students"
+    from ernie_tiny.stages import STAGES, headline
+
+    # the registry's product is the folder the run wrote (the next stage reads a student under it)
+    assert STAGES["distill"].product(tmp_path / "out") == out
+    assert STAGES["distill"].read_result(tmp_path / "out").students == ("small", "wide")
     log = read_log(tmp_path / "out")
+    assert headline("distill", tmp_path / "out") == (
+        f"relation loss small {log[0]['loss_small']:.4f} -> {log[-1]['loss_small']:.4f}, "
+        f"wide {log[0]['loss_wide']:.4f} -> {log[-1]['loss_wide']:.4f} (step 1 -> 40)")
     assert len(log) == 40
     for name in ("small", "wide"):
         losses = [row[f"loss_{name}"] for row in log]

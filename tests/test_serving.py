@@ -132,6 +132,27 @@ def test_bad_requests_get_clear_4xx_errors(served, body, status, message):
     assert message in reply.json()["detail"]
 
 
+def test_both_protocols_check_a_request_body_the_same_way(served):
+    """/predict and the v2 infer route share one body reader: a compressed body is refused (400),
+    a declared or actual size over the limit is a 413, in each protocol's error body."""
+    import gzip
+
+    url, predictor, _ = served
+    v2 = f"{url}/v2/models/{predictor.info['task']}/infer"
+    for path, key, body in ((f"{url}/predict", "detail", {"texts": ["好"]}),
+                            (v2, "error", {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                                        "data": ["好"]}]})):
+        packed = gzip.compress(json.dumps(body).encode())
+        reply = httpx.post(path, content=packed, headers={"Content-Type": "application/json",
+                                                          "Content-Encoding": "gzip"})
+        assert reply.status_code == 400, (path, reply.text)
+        assert reply.json()[key] == "Content-Encoding 'gzip' is not supported: send the request uncompressed"
+        reply = httpx.post(path, content=b"{" + b" " * MAX_BODY + b"}", headers={"Content-Type": "application/json"})
+        assert reply.status_code == 413 and f"at most {MAX_BODY}" in reply.json()[key], (path, reply.text)
+        reply = httpx.post(path, content=b"[1]", headers={"Content-Type": "application/json"})
+        assert reply.status_code in (400, 422) and "body: Input should be" in reply.json()[key], (path, reply.text)
+
+
 def test_the_server_still_serves_after_bad_requests(served):
     url, predictor, _ = served
     assert httpx.get(f"{url}/predict").status_code == 405

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from ernie_tiny.deploy.inference_dir import read_deploy_info  # noqa: E402 (no Paddle import)
-from ernie_tiny.deploy.inputs import DeployInputError, positive_int, text_lines  # noqa: E402
+from ernie_tiny.deploy.inputs import DeployInputError, input_name, positive_int, text_lines  # noqa: E402
 from ernie_tiny.deploy.predictor import add_backend_arguments, predictor_from_args  # noqa: E402
 from ernie_tiny.files import write_atomically  # noqa: E402
 from ernie_tiny.runtime import configure_threads  # noqa: E402
@@ -43,17 +43,6 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=positive_int, default=32)
     parser.add_argument("--max_length", type=int, default=0, help="tokens per text (0 = the exported max length)")
     return parser.parse_args(argv)
-
-
-def read_input(source: str):
-    """(line number, line) of the non-blank lines of ``source`` (a file, or '-' for stdin)."""
-    if source == "-":
-        return text_lines(sys.stdin.buffer.read(), "<stdin>")
-    path = Path(source)
-    if not path.is_file():
-        raise DeployInputError(f"--input {source}: {'a directory' if path.is_dir() else 'no such file'} "
-                               f"(give a text file, one text per line, or - for stdin)")
-    return text_lines(path.read_bytes(), source)
 
 
 def check_output(target: str) -> None:
@@ -93,10 +82,9 @@ def run(args) -> None:
     info = read_deploy_info(args.model_dir)
     if args.output:
         check_output(args.output)
-    lines = read_input(args.input)
-    source = "<stdin>" if args.input == "-" else args.input
+    lines = text_lines(args.input)
     if info["input"] == "pair":
-        texts, pairs = split_pairs(lines, source)
+        texts, pairs = split_pairs(lines, input_name(args.input))
     else:
         texts, pairs = [line for _, line in lines], None
     predictor = predictor_from_args(args, max_length=args.max_length)

@@ -24,10 +24,10 @@ queue and form the next batch, so batches grow with the load.
 
 Limits, checked before any work, with clear 4xx errors (``{"detail": "..."}``):
 415 a ``Content-Type`` other than ``application/json``; 413 body larger than ``--max_body_bytes``,
-more than ``--max_texts`` texts, or a text longer than ``--max_chars`` characters; 400 a body that
-is not UTF-8 or not JSON, or a text that is not valid Unicode (a lone surrogate); 422 a body of the
-wrong shape (no ``texts``, not a list of strings, an empty list, text pairs missing or of the wrong
-count). The OpenAPI schema (``GET /openapi.json``, ``/docs``) describes ``/predict``'s request body
+more than ``--max_texts`` texts, or a text longer than ``--max_chars`` characters; 400 a
+compressed body (``Content-Encoding``), a body that is not UTF-8 or not JSON, or a text that is not
+valid Unicode (a lone surrogate); 422 a body of the wrong shape (no ``texts``, not a list of
+strings, an empty list, text pairs missing or of the wrong count). The OpenAPI schema (``GET /openapi.json``, ``/docs``) describes ``/predict``'s request body
 with these limits and each of these answers (``ernie_tiny/deploy/predict_api.py``).
 
 On SIGTERM uvicorn stops taking connections, lets the requests in flight finish, then
@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -49,11 +48,11 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import pydantic  # noqa: E402
 from fastapi import FastAPI, HTTPException, Request  # noqa: E402
 
 from ernie_tiny import __version__  # noqa: E402
 from ernie_tiny.deploy.inputs import DeployInputError, positive_int  # noqa: E402
+from ernie_tiny.deploy.json_body import parse_json, read_body  # noqa: E402
 from ernie_tiny.deploy.kserve_v2 import add_v2_routes, text_problem  # noqa: E402
 from ernie_tiny.deploy.predict_api import JSON, PredictRequest, predict_openapi  # noqa: E402
 from ernie_tiny.deploy.predictor import add_backend_arguments, predictor_from_args  # noqa: E402 (no Paddle import)
@@ -149,23 +148,9 @@ class MicroBatcher:
 
 
 def parse_request(body: bytes, limits: Limits, pair_task: bool) -> PredictRequest:
-    """The request, or an HTTPException with the 4xx status and message described above."""
-    if len(body) > limits.max_body_bytes:
-        raise HTTPException(413, f"request body has {len(body)} bytes; at most {limits.max_body_bytes}")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise HTTPException(400, f"request body is not valid UTF-8 ({err.reason} at byte {err.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise HTTPException(400, f"request body is not valid JSON: {err.msg} (line {err.lineno} column {err.colno})") \
-            from None
-    try:
-        request = PredictRequest.model_validate(data)
-    except pydantic.ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in err.errors())
-        raise HTTPException(422, f'expected {{"texts": [string, ...]}}: {problems}') from None
+    """The request in ``body`` (read by ``json_body.read_body``), or an HTTPException with the 4xx
+    status and message described above."""
+    request = parse_json(body, PredictRequest, HTTPException, "request body", 422, 'expected {"texts": [string, ...]}')
     if len(request.texts) > limits.max_texts:
         raise HTTPException(413, f"{len(request.texts)} texts; at most {limits.max_texts} per request")
     if pair_task and request.text_pairs is None:
@@ -219,10 +204,7 @@ def create_app(predictor, limits: Optional[Limits] = None, batch_size: int = 32,
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != JSON:
             raise HTTPException(415, f"Content-Type {media_type or '(none)'!r}: send the body as {JSON}")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limits.max_body_bytes:
-            raise HTTPException(413, f"request body has {declared} bytes; at most {limits.max_body_bytes}")
-        parsed = parse_request(await request.body(), limits, pair_task)
+        parsed = parse_request(await read_body(request, limits.max_body_bytes, HTTPException), limits, pair_task)
         return {"results": await serve(parsed.texts, parsed.text_pairs)}
 
     add_v2_routes(app, predictor, serve, limits, model_name or predictor.info["task"], lambda: batcher.running,

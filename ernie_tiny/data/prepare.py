@@ -17,6 +17,7 @@ from tqdm import tqdm
 from ernie_tiny import tokenization
 from ernie_tiny.data.corpus import CorpusError, fingerprint, iter_documents
 from ernie_tiny.data.filewait import build_or_wait
+from ernie_tiny.data.sampler import batches_per_epoch
 from ernie_tiny.data.shards import PackedSequences, build_shards, find_complete
 
 
@@ -71,7 +72,7 @@ def prepare_corpus(config, rt, tokenizer) -> PackedSequences:
     except CorpusError as err:
         raise CorpusError(f"{sources} (Data.sources): {err}") from None
     batch, world = config.Train.batch_size, rt.world_size
-    if len(corpus) < batch * world:
+    if batches_per_epoch(len(corpus), batch, world) == 0:  # the sampler's rule, said before anything is written
         raise CorpusError(f"{sources} (Data.sources): {len(corpus)} sequences of {data.seq_len} tokens, fewer than "
                           f"one batch (Train.batch_size {batch} x {world} processes): add text, or lower "
                           f"Train.batch_size or Data.seq_len")

@@ -9,11 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def batches_per_epoch(num_samples: int, batch_size: int, world_size: int = 1) -> int:
+    """Whole batches each rank takes per epoch (0: fewer samples than one batch on every rank)."""
+    return num_samples // world_size // batch_size
+
+
 class ResumableBatchSampler:
     def __init__(self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
         self.num_samples, self.batch_size = num_samples, batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
-        self.batches_per_epoch = num_samples // world_size // batch_size
+        self.batches_per_epoch = batches_per_epoch(num_samples, batch_size, world_size)
         if self.batches_per_epoch == 0:
             raise ValueError(
                 f"{num_samples} sequences are fewer than one batch of {batch_size} on each of {world_size} ranks")

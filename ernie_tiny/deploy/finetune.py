@@ -29,7 +29,7 @@ from ernie_tiny.files import write_text_atomically
 def task_info(card, labels, card_file: str, max_length: int = 0) -> dict:
     """What ``task.json`` holds: enough to turn logits into labels and text into inputs."""
     return {"task": card.name, "card": str(card_file), "head": card.head, "input": card.input.type,
-            "metric": card.metric, "labels": list(labels), "max_length": max_length or card.max_length}
+            "metric": card.metric, "labels": list(labels), "max_length": card.tokens_per_example(max_length)}
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -62,7 +62,7 @@ def run(config: FinetuneConfig) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(config.Model.path)
     data = TrainDev.load(card, task, tokenizer, task.data_dir)
     train, train_features, dev_features = data.train, data.train.features, data.dev.features
-    max_length = task.max_length or card.max_length
+    max_length = card.tokens_per_example(task.max_length)
     f = config.Finetune
     params = FinetuneParams(lr=f.lr, batch_size=f.batch_size, epochs=f.epochs, dropout=f.dropout,
                             warmup_ratio=f.warmup_ratio, weight_decay=f.weight_decay, eval_every=f.eval_every,

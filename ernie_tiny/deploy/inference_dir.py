@@ -9,6 +9,7 @@ from typing import List, Literal, Optional
 import pydantic
 
 from ernie_tiny.deploy.inputs import DeployInputError
+from ernie_tiny.deploy.json_body import validation_problems
 
 DEPLOY_FILE = "deploy.json"
 REMAKE = "re-export it with tools/export.py"
@@ -53,8 +54,7 @@ def read_deploy_info(model_dir: str | Path) -> dict:
     try:
         DeployInfo.model_validate(data)
     except pydantic.ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}" for e in err.errors())
-        raise DeployInputError(f"{path}: {problems}; {REMAKE}") from None
+        raise DeployInputError(f"{path}: {validation_problems(err, whole='top level')}; {REMAKE}") from None
     return data
 
 

@@ -8,11 +8,13 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import io
+import sys
 from typing import List, Tuple
 
 from ernie_tiny.errors import InputError
-from ernie_tiny.text_files import decode_lines
+from ernie_tiny.text_files import decode_lines, iter_text_lines
+
+STDIN = "-"  # the input name that reads standard input
 
 
 class DeployInputError(InputError):
@@ -27,9 +29,17 @@ def positive_int(value: str) -> int:
     return number
 
 
-def text_lines(data: bytes, name: str) -> List[Tuple[int, str]]:
-    """(line number, text) of each non-blank line of ``data`` (``text_files.decode_lines``: UTF-8,
-    BOM and CRLF accepted, other encodings named with line and byte offset); ``name`` is the
-    file's name in messages."""
-    lines = decode_lines(io.BytesIO(data), name, DeployInputError)
+def input_name(source: str) -> str:
+    """How messages name an input: the file, or ``<stdin>`` for ``-``."""
+    return "<stdin>" if source == STDIN else source
+
+
+def text_lines(source: str) -> List[Tuple[int, str]]:
+    """(line number, text) of each non-blank line of the text file ``source``, or of stdin for
+    ``-``, read by ``text_files`` (UTF-8, BOM and CRLF accepted; a missing file, a directory, or
+    another encoding named with its line and byte offset)."""
+    if source == STDIN:
+        lines = decode_lines(sys.stdin.buffer, input_name(source), DeployInputError)
+    else:
+        lines = iter_text_lines(source, DeployInputError)
     return [(number, line.rstrip("\n")) for number, line in lines if line.strip()]

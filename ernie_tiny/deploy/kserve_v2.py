@@ -31,6 +31,8 @@ import pydantic
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from ernie_tiny.deploy.json_body import parse_json, read_body
+
 MODEL_VERSION = "1"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 TEXT, TEXT_PAIR = "text", "text_pair"
@@ -165,22 +167,6 @@ def split_body(body: bytes, header_length: Optional[str]) -> Tuple[bytes, bytes]
         raise ProtocolError(400, f"{HEADER_LENGTH} {header_length!r} is not a length within the "
                                  f"{len(body)}-byte body")
     return body[:int(header_length)], body[int(header_length):]
-
-
-def parse_inference_request(header: bytes) -> InferenceRequest:
-    """The request's JSON, validated; ProtocolError 400 naming what is wrong."""
-    try:
-        data = json.loads(header.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise ProtocolError(400, f"the request's JSON is not valid UTF-8 ({err.reason} at byte {err.start})") from None
-    except json.JSONDecodeError as err:
-        raise ProtocolError(400, f"the request is not valid JSON: {err.msg} (line {err.lineno} column {err.colno})") \
-            from None
-    try:
-        return InferenceRequest.model_validate(data)
-    except pydantic.ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in err.errors())
-        raise ProtocolError(400, f"not a v2 inference request: {problems}") from None
 
 
 def split_bytes_tensor(raw: bytes, name: str) -> List[bytes]:
@@ -363,20 +349,6 @@ async def protocol_error_response(_request: Request, err: ProtocolError) -> JSON
     return JSONResponse({"error": err.message}, status_code=err.status)
 
 
-async def read_body(request: Request, limits) -> bytes:
-    """The request body, refused (413) past ``limits.max_body_bytes``; 400 for a compressed one."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise ProtocolError(413, f"request body has {declared} bytes; at most {limits.max_body_bytes}")
-    encoding = request.headers.get("content-encoding", "identity").lower()
-    if encoding != "identity":
-        raise ProtocolError(400, f"Content-Encoding {encoding!r} is not supported: send the request uncompressed")
-    body = await request.body()
-    if len(body) > limits.max_body_bytes:
-        raise ProtocolError(413, f"request body has {len(body)} bytes; at most {limits.max_body_bytes}")
-    return body
-
-
 def add_v2_routes(app: FastAPI, predictor, submit: Callable[[List[str], Optional[List[str]]], Awaitable[list]],
                   limits, model_name: str, is_ready: Callable[[], bool], server_version: str = "") -> None:
     """Register the v2 routes on ``app``: ``submit(texts, pairs)`` runs the predictor (the server's
@@ -410,8 +382,9 @@ def add_v2_routes(app: FastAPI, predictor, submit: Callable[[List[str], Optional
 
     async def infer(request: Request) -> Response:
         check_model(request)
-        header, binary = split_body(await read_body(request, limits), request.headers.get(HEADER_LENGTH))
-        parsed = parse_inference_request(header)
+        header, binary = split_body(await read_body(request, limits.max_body_bytes, ProtocolError),
+                                    request.headers.get(HEADER_LENGTH))
+        parsed = parse_json(header, InferenceRequest, ProtocolError, "the request", 400, "not a v2 inference request")
         texts, pairs = request_texts(parsed, binary, metadata, limits)
         outputs = requested_outputs(parsed, metadata)
         try:

@@ -57,7 +57,8 @@ class TokenResponse(pydantic.BaseModel):
 
 
 ERRORS = {
-    400: "the body is not UTF-8 or not JSON, or a text is not valid Unicode (a lone surrogate)",
+    400: "the body is compressed (Content-Encoding), not UTF-8 or not JSON, or a text is not valid Unicode "
+         "(a lone surrogate)",
     413: "the body, the number of texts or a text's length is over the server's limits",
     415: f"the Content-Type is not {JSON}",
     422: "the body is JSON of the wrong shape (no texts, not a list of strings, text pairs missing or miscounted)",

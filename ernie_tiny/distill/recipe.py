@@ -17,7 +17,7 @@ from ernie_tiny.checkpoint import save_pretrained_dir
 from ernie_tiny.config import ConfigError, dump_config
 from ernie_tiny.data.prepare import prepare_corpus, prepare_tokenizer
 from ernie_tiny.data.sampler import ResumableBatchSampler
-from ernie_tiny.distill.result import STUDENTS_DIR, student_dir
+from ernie_tiny.distill.result import student_dir, students_root
 from ernie_tiny.distill.schema import DistillConfig, check_layers_and_heads
 from ernie_tiny.distill.step import StudentsQKV, make_micro_step
 from ernie_tiny.distill.teacher_engine import build_engine
@@ -71,7 +71,7 @@ def save_students(output_dir: Path, students: dict, tokenizer, config: DistillCo
         return save_pretrained_dir(student_dir(output_dir), students[""], tokenizer, config, "distill_config.yaml")
     for name, model in students.items():
         save_pretrained_dir(student_dir(output_dir, name), model, tokenizer, config, "distill_config.yaml")
-    return output_dir / STUDENTS_DIR
+    return students_root(output_dir, several=True)
 
 
 def build_teacher(config: DistillConfig, rt, output_dir: Path, teacher, check_ids: np.ndarray, relation_heads=()):
@@ -133,4 +133,4 @@ def run(config: DistillConfig) -> Path:
         final = save_students(output_dir, students, tokenizer, config)
         print(f"student{'s' if groups else ''} written to {final}")
     rt.barrier()
-    return final or (output_dir / STUDENTS_DIR if groups else student_dir(output_dir))
+    return final or students_root(output_dir, several=bool(groups))

@@ -72,19 +72,26 @@ class DistillConfig(Section):
         yield from check_layers_and_heads(self, self.Teacher.sizes(), [s.sizes() for _, s in self.student_specs()])
         yield from self.check_models_fit()
 
-    def tokenizer_vocab_size(self):
-        """The tokenizer's size when its directory is known before loading (else None)."""
+    def teacher_tokenizer_dir(self) -> Optional[str]:
+        """The teacher's directory when it is the tokenizer (``Tokenizer.source: teacher``) and is
+        there to read now, not written by an earlier step of the run; else None."""
         teacher = self.Teacher.name_or_path
         if self.Tokenizer.source == "teacher" and self.Teacher.is_directory() and not self.planned(teacher):
+            return teacher
+        return None
+
+    def tokenizer_vocab_size(self):
+        """The tokenizer's size when its directory is known before loading (else None)."""
+        teacher = self.teacher_tokenizer_dir()
+        if teacher is not None:
             return model_files.tokenizer_vocab_size(teacher)
         return self.Tokenizer.directory_vocab_size()
 
     def check_models_fit(self):
         """Every model has positions for ``Data.seq_len`` and embeddings for the tokenizer's tokens;
         a teacher directory that is the tokenizer has the tokenizer's files."""
-        teacher = self.Teacher.name_or_path
-        if self.Tokenizer.source == "teacher" and self.Teacher.is_directory() and not self.planned(teacher) \
-                and os.path.isdir(teacher):
+        teacher = self.teacher_tokenizer_dir()
+        if teacher is not None and os.path.isdir(teacher):
             try:
                 model_files.check_tokenizer_dir(teacher)
             except model_files.ModelFilesError as err:

@@ -128,11 +128,16 @@ def comparison_rows(results: Sequence[TaskResult],
 Groups = Dict[str, List[str]]
 
 
+def table_columns(groups: Groups) -> Dict[str, str]:
+    """{task: its group's name}, in the table's column order (a task is in one group: schema check)."""
+    return {t: name for name, group in groups.items() for t in group}
+
+
 def table_rows(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]],
                groups: Groups) -> Dict[str, Dict[str, float]]:
     """{row name: {task: score}} over the groups' tasks: the model's (only the tasks it ran, maybe
     none), then every reference row (all of its tasks in the groups)."""
-    tasks = [t for group in groups.values() for t in group]
+    tasks = table_columns(groups)
     rows = {results[0].model: {r.task: r.score for r in results if r.task in tasks}}
     for name, scores in reference.items():
         rows[name] = {t: s for t, s in scores.items() if t in tasks}
@@ -149,10 +154,11 @@ def table_average(scores: Dict[str, float], over: Sequence[str]) -> Optional[flo
 def grouped_table(results: Sequence[TaskResult], reference: Dict[str, Dict[str, float]], groups: Groups) -> List[str]:
     """Markdown lines of the Table 5 layout: a line of group names over the task columns, then the model
     and the reference rows; blank where a row has no score; Avg over the tasks the model ran."""
-    tasks = [t for group in groups.values() for t in group]
+    columns = table_columns(groups)
+    tasks, names = list(columns), list(columns.values())
     rows = table_rows(results, reference, groups)
     ran = [t for t in tasks if t in rows[results[0].model]]
-    group_cells = [name if i == 0 else "" for name, group in groups.items() for i in range(len(group))]
+    group_cells = [name if i == 0 or names[i - 1] != name else "" for i, name in enumerate(names)]
     lines = ["## Compared with the paper, as its Table 5 (dev)", "",
              "| | " + " | ".join(group_cells) + " | |",
              "|---|" + "---:|" * (len(tasks) + 1),
@@ -223,11 +229,10 @@ def results_chart(results: Sequence[TaskResult], reference: Dict[str, Dict[str, 
 
     by_task = {r.task: r for r in results}
     if groups:
-        table = [t for group in groups.values() for t in group]
-        tasks = table + [r.task for r in results if r.task not in table]
+        group_of = table_columns(groups)
+        tasks = list(group_of) + [r.task for r in results if r.task not in group_of]
         rows = table_rows(results, reference, groups)
         rows[results[0].model] = {r.task: r.score for r in results}
-        group_of = {t: name for name, group in groups.items() for t in group}
     else:
         tasks = [r.task for r in results]
         rows = comparison_rows(results, reference)

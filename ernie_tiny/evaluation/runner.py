@@ -113,7 +113,7 @@ def task_settings(config: EvaluateConfig, entry: EvalTaskEntry, card, model_id: 
     return {"model": model_id, "card": card.model_dump(mode="json"),
             "data_dir": os.path.abspath(config.Data.dir) if config.Data.dir else "",
             "max_train_examples": entry.max_train_examples, "max_dev_examples": entry.max_dev_examples,
-            "max_length": entry.max_length or card.max_length,
+            "max_length": card.tokens_per_example(entry.max_length),
             "max_steps": grid.max_steps, "eval_every": grid.eval_every, "warmup_ratio": grid.warmup_ratio,
             "weight_decay": grid.weight_decay, "max_grad_norm": grid.max_grad_norm, "protocol": FINETUNE_PROTOCOL}
 

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from ernie_tiny import model_files
 from ernie_tiny.config import Section
-from ernie_tiny.schema import GlobalSection, TaskSampleEntry, load_task_cards
+from ernie_tiny.schema import GlobalSection, TaskSampleEntry, load_task_cards, task_length_problems
 
 
 class EvalGlobalSection(GlobalSection):
@@ -125,10 +125,7 @@ class EvaluateConfig(Section):
         yield from problems
         for i, task, card in loaded:
             yield from _check_local_files(card, self.Data.dir, f"Tasks.{i}.card")
-            length = task.max_length or card.max_length
-            if positions and length > positions:
-                yield f"Tasks.{i}.max_length", (f"{card.name}: {length} tokens is more than the model's "
-                                                f"{positions} positions; set Tasks.{i}.max_length")
+        yield from task_length_problems(loaded, positions)
 
     def cards(self):
         """The task cards, in config order."""

@@ -22,7 +22,7 @@ import paddle
 
 from ernie_tiny import runtime
 from ernie_tiny.config import dump_config
-from ernie_tiny.data.sampler import ResumableBatchSampler
+from ernie_tiny.data.sampler import ResumableBatchSampler, batches_per_epoch
 from ernie_tiny.files import replacing_directory
 from ernie_tiny.finetune.loop import evaluate
 from ernie_tiny.mtl.model import MultiTaskModel, save_heads, task_loss
@@ -58,7 +58,7 @@ def heads_info(tasks: List[TeacherTask], scores: Dict[str, float], baselines: Di
             "tasks": {t.name: {"head": t.card.head, "labels": t.labels, "metric": t.card.metric,
                                "dev_score": scores[t.name], "majority_baseline": baselines[t.name],
                                "dropout": t.card.dropout[0], "weight": t.entry.weight, "card": t.entry.card,
-                               "max_length": t.entry.length(t.card), "train_examples": len(t.train),
+                               "max_length": t.card.tokens_per_example(t.entry.max_length), "train_examples": len(t.train),
                                "dev_examples": len(t.dev)}
                       for t in tasks}}
 
@@ -81,7 +81,7 @@ def run(config: TeacherMTLConfig) -> Path:
     pad = tokenizer.pad_token_id
     tasks = load_tasks(config, tokenizer)
     for i, t in enumerate(tasks):
-        if len(t.train) < config.Train.batch_size * rt.world_size:
+        if batches_per_epoch(len(t.train), config.Train.batch_size, rt.world_size) == 0:  # the sampler's rule
             raise TaskDataError(f"Tasks.{i} ({t.name}): {len(t.train)} train examples, fewer than one batch "
                                 f"(Train.batch_size {config.Train.batch_size} x {rt.world_size} processes): lower "
                                 f"Train.batch_size or give the task more examples")

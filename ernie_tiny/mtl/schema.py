@@ -16,15 +16,12 @@ from pydantic import Field
 from ernie_tiny import model_files
 from ernie_tiny.config import Section
 from ernie_tiny.schema import (GlobalSection, ModelSection, OptimizerSection, TaskSampleEntry, TrainSection,
-                               load_task_cards)
+                               load_task_cards, task_length_problems)
 from ernie_tiny.tasks.card import TaskCard, load_card
 
 
 class TeacherTaskEntry(TaskSampleEntry):
     weight: float = Field(1.0, gt=0, description="multiplies the task's loss")
-
-    def length(self, card: TaskCard) -> int:
-        return self.max_length or card.max_length
 
 
 class ScheduleSection(Section):
@@ -79,11 +76,7 @@ class TeacherMTLConfig(Section):
                     yield "Model.name_or_path", str(err)
         problems, loaded = load_task_cards(self.Tasks)
         yield from problems
-        positions = self.Model.sizes().get("max_position_embeddings")
-        for i, entry, card in loaded:
-            if positions and entry.length(card) > positions:
-                yield f"Tasks.{i}.max_length", (f"{card.name}: {entry.length(card)} tokens is more than the model's "
-                                                f"{positions} positions; set Tasks.{i}.max_length")
+        yield from task_length_problems(loaded, self.Model.sizes().get("max_position_embeddings"))
 
     def cards(self) -> List[TaskCard]:
         return [load_card(entry.card) for entry in self.Tasks]

@@ -107,6 +107,10 @@ class TaskCard(Section):
     evals_per_epoch: int = Field(0, ge=0, description="score dev at least this often per epoch (FewCLUE: 4), "
                                                       "besides every Grid.eval_every steps; 0 = only those")
 
+    def tokens_per_example(self, max_length: int = 0) -> int:
+        """The example length a run uses: its ``max_length``, or the card's when that is 0."""
+        return max_length or self.max_length
+
     def check(self):
         # here rather than in Source.check, so that the message names the key `source`
         if not (self.source.paddlenlp or self.source.local or self.source.builtin):

@@ -60,7 +60,7 @@ class TaskData:
     @classmethod
     def encoded(cls, read: TaskSplit, sample, tokenizer) -> "TaskData":
         card = read.card
-        features = encode(read.examples, tokenizer, sample.max_length or card.max_length, card.head)
+        features = encode(read.examples, tokenizer, card.tokens_per_example(sample.max_length), card.head)
         return cls(card, read.split, read.labels, features, read.skipped, read.source)
 
     def __len__(self) -> int:
