@@ -62,3 +62,15 @@ def test_pruning_keeps_specials_frequent_ids_and_every_seen_token():
     assert kept_ids([[7, 3, 7], [12]], special_ids=[0, 1, 2], keep_frequent=0, vocab_size=20) == [0, 1, 2, 3, 7, 12]
     assert kept_ids([[15]], special_ids=[0], keep_frequent=4, vocab_size=20) == [0, 1, 2, 3, 15]
     assert kept_ids([[3]], special_ids=[0], keep_frequent=99, vocab_size=5) == [0, 1, 2, 3, 4]
+
+
+def test_openvino_int8_runs_only_where_the_int8_gate_scored_it():
+    """openvino-int8 is offered when the export's int8 accuracy gate ran it (static QDQ int8),
+    and auto takes it only with int8 allowed."""
+    ms = {"onnx": [5.0, 50.0], "onnx-int8": [3.0, 30.0], "openvino": [4.0, 40.0], "openvino-int8": [2.0, 20.0]}
+    info = {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "timing": {"median_ms": ms},
+            "checks": {"openvino": {"max_abs_diff": 0.0}}, "int8": {"runtimes": {"onnx-int8": {"score": 80.0}}}}
+    assert resolve_backend("auto", info, allow_int8=True) == "onnx-int8"  # dynamic int8: OpenVINO never ran it
+    scored = {**info, "int8": {"runtimes": {"onnx-int8": {"score": 80.0}, "openvino-int8": {"score": 80.0}}}}
+    assert resolve_backend("auto", scored) == "openvino"
+    assert resolve_backend("auto", scored, allow_int8=True) == "openvino-int8"

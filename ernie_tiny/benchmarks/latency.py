@@ -12,9 +12,11 @@ onnxruntime fp32 vs onnxruntime int8, on the same inputs, in one run.
   (what the predictor's ``auto`` runs, named in the table; its own session), all with the same
   thread count. Only the forward pass
   is timed (tokenization is the same for all and not included);
-* timing: after ``--warmup`` untimed calls, ``--iters`` timed calls per shape, taken in turns
-  (one call of each runtime, then the next round), so a change in background load affects all
-  runtimes alike; fewer rounds when a shape would take longer than ``--max_seconds``.
+* timing: after ``--warmup`` untimed calls, ``--iters`` timed calls per shape, taken in turns by
+  blocks (each round: every runtime rests, makes one untimed call, then 5 timed calls back to
+  back), so a change in background load affects all runtimes alike, and no runtime runs while
+  another's worker threads still spin (``ernie_tiny.deploy.backend_timing.SPIN_PAUSE``); fewer
+  rounds when a shape would take longer than ``--max_seconds``.
   Reported: median, p90 and p99 latency (with few rounds p99 is close to the maximum: the table
   gives the count), and throughput (sequences per second of the mean call);
 * FLOPs: the multiply-adds of one forward, counted from the model's sizes (the encoder's
@@ -45,6 +47,7 @@ RUNTIMES = ("eager", "paddle", "paddle-no-mkldnn", "ort-defaults", "onnx", "onnx
 DEFAULT_RUNTIMES = ("eager", "paddle", "ort-defaults", "onnx", "onnx-fused", "onnx-int8", "openvino", "openvino-int8",
                     "auto")
 BASELINE = "ort-defaults"  # the "vs" column: plain onnxruntime as a user runs it
+BLOCK = 5  # timed calls per runtime per round
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -141,17 +144,22 @@ def _eager(model_dir: str, head: str):
     return run
 
 
-def measure(runtimes: dict, inputs: tuple, iters: int, warmup: int, max_seconds: float) -> dict:
-    """Per runtime: the list of timed latencies (seconds), rounds taken in turns."""
+def measure(runtimes: dict, inputs: tuple, iters: int, warmup: int, max_seconds: float, block: int = BLOCK) -> dict:
+    """Per runtime: the list of timed latencies (seconds). Runtimes take turns by blocks: in each
+    round every runtime rests ``SPIN_PAUSE`` (the previous runtime's worker threads may still be
+    spinning), makes one untimed call and then ``block`` timed calls back to back."""
+    from ernie_tiny.deploy.backend_timing import SPIN_PAUSE
     for fn in runtimes.values():
         for _ in range(warmup):
             fn(*inputs)
     times = {name: [] for name in runtimes}
     started = time.perf_counter()
-    for i in range(iters):
+    while min(len(t) for t in times.values()) < iters:
         for name, fn in runtimes.items():
-            times[name].append(_timed(lambda: fn(*inputs)))
-        if i >= 4 and time.perf_counter() - started > max_seconds:
+            time.sleep(SPIN_PAUSE)
+            fn(*inputs)
+            times[name].extend(_timed(lambda: fn(*inputs)) for _ in range(min(block, iters - len(times[name]))))
+        if min(len(t) for t in times.values()) >= 5 and time.perf_counter() - started > max_seconds:
             break
     return times
 

@@ -23,6 +23,12 @@ CPU_FLAGS = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512F", "avx512bw": "A
              "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX-512 BF16",
              "amx_tile": "AMX", "amx_int8": "AMX-INT8", "amx_bf16": "AMX-BF16"}
 INT8_BACKENDS = ("onnx-int8", "openvino-int8")
+# Seconds to rest before timing a runtime in a process where another one just ran: worker
+# threads spin for a while after a call (Intel OpenMP's, under Paddle, 200 ms by default:
+# KMP_BLOCKTIME; onnxruntime's default session's; OpenVINO's) and take the cores from whatever
+# runs next. Measured here (2026-12-01, 1 x 128): onnxruntime's default session took 19.5 ms
+# after a 50 ms rest following Paddle, 5.7 ms timed apart.
+SPIN_PAUSE = 0.3
 
 
 def cpu_features(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
@@ -67,6 +73,7 @@ def time_backends(backends: Dict[str, Callable], shapes: Sequence[Sequence[int]]
     for batch, length in shapes:
         inputs = timing_inputs(batch, length, vocab_size)
         for name, run in backends.items():
+            time.sleep(SPIN_PAUSE)
             out[name].append(median_ms(run, inputs, repeats, warmup))
     return out
 

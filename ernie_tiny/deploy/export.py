@@ -19,10 +19,11 @@ Steps, top to bottom (``run``):
    way; with ``Export.fuse`` the fused graph (``ernie_tiny.deploy.onnx_fusion``) is written beside
    it (fusion counts in ``deploy.json`` ``fusion``) and checked too, and so is OpenVINO on the
    plain graph when the ``openvino`` package is installed (``Export.openvino``);
-5. int8 (``Export.int8``): onnxruntime quantization (``ernie_tiny.deploy.quantize``) of the fused
-   graph (the plain one without ``Export.fuse``); fp32 and int8 are scored on the same dev
-   examples with the task metric, and an int8 model that loses more than
-   ``Export.max_int8_drop`` points fails the export;
+5. int8 (``Export.int8``): onnxruntime quantization (``ernie_tiny.deploy.quantize``): ``dynamic``
+   of the fused graph (the plain one without ``Export.fuse``), run by onnxruntime; ``static``
+   (QDQ, calibrated on train examples) of the plain graph, run by onnxruntime and OpenVINO.
+   fp32 and every int8 runtime are scored on the same dev examples with the task metric, and
+   one that loses more than ``Export.max_int8_drop`` points fails the export;
 6. timing (``Export.timing_repeats``): every CPU backend is timed at batch 1 and
    ``Export.timing_batch`` at the task's length (``ernie_tiny.deploy.backend_timing``); ``auto``
    then runs the fastest (``deploy.json`` ``timing``), and the model files' sizes are recorded.
@@ -198,13 +199,13 @@ def add_timing(tmp: Path, info: dict, ex, length: int, vocab_size: int, checked:
     """Every CPU backend of the export timed on the same inputs; ``auto``'s choice among them.
     ``checked``: the backends the checks already built (reused, not built again)."""
     from ernie_tiny.deploy.backend_timing import time_backends, timing_record
-    from ernie_tiny.deploy.predictor import ONNX_FILES, OPENVINO_CHECKS, OPENVINO_FILES
+    from ernie_tiny.deploy.predictor import ONNX_FILES, OPENVINO_FILES, checked_on_openvino
 
     backends = {"paddle": checked.get("paddle") or PaddleBackend(tmp)}
     backends.update({name: checked.get(name) or OnnxBackend(tmp / info[key])
                      for name, key in ONNX_FILES.items() if info.get(key)})
     for name, key in OPENVINO_FILES.items():
-        if info["checks"].get(OPENVINO_CHECKS[name]):
+        if checked_on_openvino(name, info):
             backends[name] = checked.get(name) or OpenVinoBackend(tmp / info[key])
     shapes = [(1, length), (ex.timing_batch, length)]
     ms = time_backends(backends, shapes, vocab_size, ex.timing_repeats, ex.timing_warmup)
@@ -294,8 +295,6 @@ def run(config: ExportConfig) -> Path:
                                           openvino="openvino" in checked)
             info["onnx_int8"] = info["int8"].pop("file")
             checked.update(int8)
-            if "openvino-int8" in int8:
-                info["checks"]["openvino_int8"] = info["int8"]["runtimes"]["openvino-int8"]
         if ex.timing_repeats:
             info["timing"] = add_timing(tmp, info, ex, task["max_length"], model.config.vocab_size, checked)
         info["sizes_mb"] = file_sizes_mb(tmp, info)

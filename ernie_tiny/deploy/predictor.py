@@ -45,7 +45,6 @@ from ernie_tiny.tasks.readers import Example
 BACKENDS = ("auto", "paddle", "onnx", "onnx-fused", "onnx-int8", "openvino", "openvino-int8")
 ONNX_FILES = {"onnx": "onnx", "onnx-fused": "onnx_fused", "onnx-int8": "onnx_int8"}  # backend -> deploy.json key
 OPENVINO_FILES = {"openvino": "onnx", "openvino-int8": "onnx_int8"}  # backend -> deploy.json key of its file
-OPENVINO_CHECKS = {"openvino": "openvino", "openvino-int8": "openvino_int8"}  # backend -> deploy.json check
 INPUT_NAMES = ("input_ids", "token_type_ids")
 LENGTH_BUCKET = 16
 
@@ -256,9 +255,16 @@ def available(backend: str, info: dict) -> bool:
     if backend == "paddle":
         return True
     if backend in OPENVINO_FILES:
-        return (bool(info.get(OPENVINO_FILES[backend]) and (info.get("checks") or {}).get(OPENVINO_CHECKS[backend]))
-                and openvino_installed())
+        return bool(info.get(OPENVINO_FILES[backend])) and checked_on_openvino(backend, info) and openvino_installed()
     return backend in ONNX_FILES and bool(info.get(ONNX_FILES[backend]))
+
+
+def checked_on_openvino(backend: str, info: dict) -> bool:
+    """Whether the export ran this OpenVINO backend's model: fp32 against eager (``checks``), int8
+    through the int8 accuracy gate (``int8.runtimes``)."""
+    if backend == "openvino-int8":
+        return "openvino-int8" in ((info.get("int8") or {}).get("runtimes") or {})
+    return bool((info.get("checks") or {}).get("openvino"))
 
 
 def auto_reason(backend: str, requested: str, info: dict) -> str:
