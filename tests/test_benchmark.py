@@ -98,3 +98,15 @@ def test_the_readme_quotes_the_committed_distill_benchmark_verbatim():
     assert len(quoted) == 6, quoted
     for line in quoted:
         assert line in report, f"README line not in the committed report: {line}"
+
+
+def test_the_readme_quotes_the_committed_latency_benchmark_verbatim():
+    """The README's deployment table and machine line are the committed latency report's own
+    lines (as `tools/benchmark.py latency --output` wrote them), not numbers typed by hand."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    report = (ROOT / "docs/results/latency/latency.md").read_text(encoding="utf-8").splitlines()
+    section = readme[readme.index("## Deployment"):readme.index("## The MITKD claim")]
+    quoted = [line.strip() for line in section.splitlines() if line.strip().startswith(("| ", "CPU: "))]
+    assert len(quoted) >= 10, quoted
+    for line in quoted:
+        assert line in report, f"README line not in the committed report: {line}"

@@ -239,6 +239,10 @@ def test_int8_stays_within_one_point_after_a_short_finetune(tmp_path):
     for name, scored in int8["runtimes"].items():
         assert abs(int8["fp32"] - scored["score"]) <= 1.0 and scored["agreement"] >= 0.95, name
     assert "openvino-int8" in info["timing"]["median_ms"]
+    from ernie_tiny.deploy.result import ExportResult
+
+    headline = ExportResult.read(static).headline()
+    assert "(onnx-int8)" in headline and "(openvino-int8)" in headline  # each int8 runtime's score
     assert info["sizes_mb"]["model.int8.onnx"] < info["sizes_mb"]["model.onnx"] / 2  # embeddings int8 too
     from ernie_tiny.deploy.predictor import Predictor
 

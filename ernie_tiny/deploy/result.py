@@ -46,5 +46,8 @@ class ExportResult(StageResult):
     def headline(self) -> str:
         parts = [f"Paddle Inference max abs diff {self.paddle_max_abs_diff:.1e}"]
         if self.int8:
-            parts.append(f"int8 dev {self.int8['metric']} {self.int8['int8']:.1f} vs fp32 {self.int8['fp32']:.1f}")
+            runtimes = self.int8.get("runtimes") or {}
+            scores = (", ".join(f"{r['score']:.1f} ({name})" for name, r in runtimes.items()) if len(runtimes) > 1
+                      else f"{self.int8['int8']:.1f}")
+            parts.append(f"int8 dev {self.int8['metric']} {scores} vs fp32 {self.int8['fp32']:.1f}")
         return ", ".join(parts)
