@@ -421,3 +421,13 @@ def test_vocabulary_pruning_keeps_predictions_and_maps_unseen_tokens_to_unk(sequ
     full_ids[2] = full.tokenizer.unk_token_id
     as_unk = full.backend(np.array([full_ids]), np.zeros((1, len(full_ids)), np.int64))
     np.testing.assert_allclose(pruned.logits(pruned.encode([text]))[0], as_unk[0], atol=ATOL, rtol=0)
+
+
+def test_spinning_onnxruntime_gives_the_same_logits_and_says_so(sequence_export):
+    from ernie_tiny.deploy.predictor import Predictor
+
+    _, out = sequence_export
+    quiet, spinning = Predictor(out, backend="onnx-int8"), Predictor(out, backend="onnx-int8", spin=True)
+    assert spinning.backend.spin and not quiet.backend.spin and "spinning" in spinning.description
+    np.testing.assert_array_equal(np.stack(spinning.logits(spinning.encode(TEXTS))),
+                                  np.stack(quiet.logits(quiet.encode(TEXTS))))

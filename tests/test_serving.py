@@ -160,6 +160,12 @@ def test_the_server_still_serves_after_bad_requests(served):
     assert reply.status_code == 200 and reply.json()["results"] == predictor.predict(["好"])
 
 
+def server_main_fails(argv, capsys) -> str:
+    """The one line the server prints when it refuses ``argv`` (exit status 2)."""
+    assert load_server_module().main(argv) == 2
+    return capsys.readouterr().err.strip()
+
+
 def test_server_and_infer_refuse_gpu_flags_for_onnx_and_bad_flags_before_loading_anything(capsys):
     import argparse
 
@@ -169,6 +175,9 @@ def test_server_and_infer_refuse_gpu_flags_for_onnx_and_bad_flags_before_loading
     add_backend_arguments(parser)
     assert backend_options(parser.parse_args(["--backend", "paddle", "--gpu_id", "3"]))["gpu_id"] == 3
     assert "tensorrt" not in backend_options(parser.parse_args(["--backend", "onnx"]))
+    assert backend_options(parser.parse_args(["--backend", "onnx-int8", "--spin"]))["spin"] is True
+    assert server_main_fails(["--model_dir", "no/such/dir", "--backend", "openvino", "--spin"], capsys) == \
+        "error: --spin is for the onnxruntime backends (onnx, onnx-fused, onnx-int8) and auto, not --backend openvino"
     server = load_server_module()
     assert server.main(["--model_dir", "no/such/dir", "--backend", "onnx", "--device", "gpu"]) == 2
     assert "--backend onnx runs on CPU in fp32" in capsys.readouterr().err

@@ -158,20 +158,23 @@ class PaddleBackend:
 class OnnxBackend:
     """onnxruntime on CPU: ``backend(input_ids, token_type_ids) -> logits``."""
 
-    def __init__(self, path: str | Path, threads: int = 0):
+    def __init__(self, path: str | Path, threads: int = 0, spin: bool = False):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle worker threads would otherwise spin, taking cores from everything else in the
-        # process (tokenization, HTTP, Paddle) and from other processes: measured here on
-        # 2 cores under load, 1 x 128 took 41 ms with spinning and 15 ms without.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Without ``spin``, idle worker threads sleep instead of spinning (onnxruntime's default),
+        # which would take cores from everything else in the process (tokenization, HTTP) and
+        # from other processes: measured here on 2 cores under load, 1 x 128 took 41 ms with
+        # spinning and 15 ms without. On an idle machine spinning is faster (docs/results/latency:
+        # onnxruntime's default session against the ``onnx`` backend), hence ``--spin``.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        self.spin = spin
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self.description = f"onnxruntime {ort.__version__} cpu ({Path(path).name})"
+        self.description = f"onnxruntime {ort.__version__} cpu ({Path(path).name}{', spinning' if spin else ''})"
 
     def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
         feed = dict(zip(self.input_names, (input_ids.astype(np.int64), token_type_ids.astype(np.int64))))
@@ -216,6 +219,9 @@ def add_backend_arguments(parser) -> None:
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="paddle on GPU: fp16")
     parser.add_argument("--trt", action="store_true", help="paddle on GPU: TensorRT (dynamic shapes)")
     parser.add_argument("--gpu_id", type=int, default=0)
+    parser.add_argument("--spin", action="store_true",
+                        help="onnxruntime backends: idle worker threads spin (faster on a machine that does nothing "
+                             "else, slower when the cores are shared)")
 
 
 class BackendFlagsError(DeployInputError):
@@ -226,6 +232,11 @@ def backend_options(args) -> dict:
     """``make_backend`` options from ``add_backend_arguments``' flags; BackendFlagsError for flags the
     chosen backend cannot honour (onnxruntime runs on CPU in fp32 here)."""
     options = {"threads": args.threads, "device": args.device, "allow_int8": args.allow_int8}
+    if args.spin:
+        if args.backend not in ("auto", *ONNX_FILES):
+            raise BackendFlagsError(f"--spin is for the onnxruntime backends ({', '.join(ONNX_FILES)}) and auto, "
+                                    f"not --backend {args.backend}")
+        options["spin"] = True
     if args.backend in ("auto", "paddle"):
         options.update(mkldnn=not args.no_mkldnn, precision=args.precision, tensorrt=args.trt, gpu_id=args.gpu_id)
     elif args.device != "cpu" or args.trt or args.precision != "fp32":
@@ -280,9 +291,11 @@ def auto_reason(backend: str, requested: str, info: dict) -> str:
 
 def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     """A runtime over ``model_dir``; ``options`` go to ``PaddleBackend`` (device, threads,
-    mkldnn, precision, tensorrt, ...) or, for the onnx and openvino backends, only ``threads``."""
+    mkldnn, precision, tensorrt, ...) or, for the onnx and openvino backends, only ``threads``
+    (and ``spin`` for onnx)."""
     info = read_deploy_info(model_dir)
     backend = resolve_backend(backend, info, options.get("device", "cpu"), options.pop("allow_int8", False))
+    spin = options.pop("spin", False)
     if backend == "paddle":
         return PaddleBackend(model_dir, **options)
     gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")
@@ -304,7 +317,8 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
             needs = {"onnx": "", "onnx-fused": " and Export.fuse: true", "onnx-int8": " and Export.int8 on"}[backend]
             raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: {model_dir} has no {backend} model (export "
                                    f"with Export.onnx: true{needs}, or choose another --backend)")
-        return OnnxBackend(model_file(model_dir, info[key]), threads=options.get("threads", 0))
+        return OnnxBackend(model_file(model_dir, info[key]), threads=options.get("threads", 0),
+                           spin=spin)
     raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
 
 
