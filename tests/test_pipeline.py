@@ -146,3 +146,21 @@ def test_an_interrupted_stage_is_run_again_and_so_is_what_reads_it(finished_run,
     found = statuses(capsys.readouterr().out)
     assert found["finetune"] == "resumed"
     assert [name for name, s in found.items() if s != "skipped"] == ["finetune", "export"]
+
+
+def test_a_distill_step_with_several_students_is_refused_when_a_later_step_reads_its_student(tmp_path, capsys):
+    """evaluate and finetune read one student; a distill config with Students writes several."""
+    distill = yaml.safe_load((ROOT / "configs/demo/distill.yaml").read_text(encoding="utf-8"))
+    del distill["Student"]
+    size = {"num_layers": 2, "hidden_size": 16, "num_heads": 2, "intermediate_size": 32}
+    distill["Students"] = [{"name": "a", **size}, {"name": "b", **size}]
+    config = tmp_path / "several.yaml"
+    config.write_text(yaml.safe_dump(distill, allow_unicode=True), encoding="utf-8")
+    overrides = {k: v for k, v in tiny.DISTILL.items() if k != "Student"}
+    path = write_pipeline(tmp_path, pretrain=tiny.stage("pretrain", tiny.PRETRAIN),
+                          distill={"config": str(config), "overrides": overrides},
+                          finetune=tiny.stage("finetune", tiny.FINETUNE))
+    assert pipeline_main(["-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "step distill: " in err and "Students: several students in one run, but finetune reads one student" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()

@@ -106,6 +106,11 @@ def validate(steps: Sequence[Step]) -> None:
         upstream = "".join(fingerprints.get(name, "") for name in step.after)
         step.fingerprint = hashlib.sha256((step.stage + text + upstream).encode()).hexdigest()[:16]
         fingerprints[step.name] = step.fingerprint
+        readers = [later.name for later in steps if step.name in later.after]
+        if getattr(step.resolved, "Students", None) and readers:
+            problems.append(f"step {step.name}: {step.config}: Students: several students in one run, but "
+                            f"{', '.join(readers)} read{'s' if len(readers) == 1 else ''} one student from it; give "
+                            f"Student instead, or run tools/distill.py -c {step.config} on its own")
         model = getattr(step.resolved, "Model", None)
         if callable(getattr(model, "sizes", None)):  # a stage that makes an encoder (pretrain, teacher_mtl)
             plan = plan.with_model_sizes(str(step.product), model.sizes())  # later steps check layers and heads now
