@@ -110,3 +110,18 @@ def test_the_readme_quotes_the_committed_latency_benchmark_verbatim():
     assert len(quoted) >= 10, quoted
     for line in quoted:
         assert line in report, f"README line not in the committed report: {line}"
+
+
+def test_latency_measure_takes_turns_by_blocks_and_stops_on_its_budget():
+    """Every runtime gets the same calls, in blocks of BLOCK after one untimed call each round;
+    past max_seconds it stops, but only after MIN_ROUNDS rounds."""
+    from ernie_tiny.benchmarks.latency import BLOCK, MIN_ROUNDS, measure
+
+    calls = []
+    runtimes = {name: (lambda *inputs, name=name: calls.append(name)) for name in ("a", "b")}
+    times = measure(runtimes, (), iters=2 * BLOCK, warmup=1, max_seconds=60, pause=0)
+    assert {len(t) for t in times.values()} == {2 * BLOCK}
+    one_round = ["a"] * (1 + BLOCK) + ["b"] * (1 + BLOCK)
+    assert calls == ["a", "b"] + one_round * 2  # warm-up, then two rounds of blocks
+    times = measure(runtimes, (), iters=100 * BLOCK, warmup=0, max_seconds=0, pause=0)
+    assert {len(t) for t in times.values()} == {MIN_ROUNDS * BLOCK}  # over budget at once: the minimum

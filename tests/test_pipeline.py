@@ -149,7 +149,7 @@ def test_an_interrupted_stage_is_run_again_and_so_is_what_reads_it(finished_run,
 
 
 def test_a_distill_step_with_several_students_is_refused_when_a_later_step_reads_its_student(tmp_path, capsys):
-    """evaluate and finetune read one student; a distill config with Students writes several."""
+    """finetune (like evaluate) reads one student; a distill config with Students writes several."""
     distill = yaml.safe_load((ROOT / "configs/demo/distill.yaml").read_text(encoding="utf-8"))
     del distill["Student"]
     size = {"num_layers": 2, "hidden_size": 16, "num_heads": 2, "intermediate_size": 32}
@@ -164,3 +164,7 @@ def test_a_distill_step_with_several_students_is_refused_when_a_later_step_reads
     err = capsys.readouterr().err
     assert "step distill: " in err and "Students: several students in one run, but finetune reads one student" in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
+    # with nothing after it reading the student, several students are fine
+    alone = write_pipeline(tmp_path, pretrain=tiny.stage("pretrain", tiny.PRETRAIN),
+                           distill={"config": str(config), "overrides": overrides})
+    validate(plan(load_config(PipelineConfig, alone)))

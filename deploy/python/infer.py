@@ -4,9 +4,11 @@
     echo "质量很好，物流也快" | python deploy/python/infer.py --model_dir output/demo/export
     python deploy/python/infer.py --model_dir DIR --backend onnx-int8 --input texts.txt --output preds.jsonl
 
-Backends: paddle (Paddle Inference; CPU with oneDNN unless --no_mkldnn, or --device gpu with
---precision fp16 and --trt where the GPU build has TensorRT), onnx and onnx-int8 (onnxruntime,
-CPU); auto (the default): onnx on CPU when the export has it, else paddle. Pair tasks take "text<TAB>pair" lines. Prints "label<TAB>score<TAB>text" per line
+Backends (--backend; ernie_tiny.deploy.predictor lists them): paddle (Paddle Inference; CPU with
+oneDNN unless --no_mkldnn, or --device gpu with --precision fp16 and --trt where the GPU build has
+TensorRT), onnx, onnx-fused and onnx-int8 (onnxruntime, CPU), openvino and openvino-int8; auto
+(the default): on CPU the fastest fp32 backend the export timed (--allow_int8: int8 too), on GPU
+paddle. Pair tasks take "text<TAB>pair" lines. Prints "label<TAB>score<TAB>text" per line
 (token tasks: "char/label ..."), or writes JSON lines with --output. Blank lines are skipped;
 JSON lines carry the input line number. The same predictor is importable:
 ``from ernie_tiny.deploy.predictor import Predictor``.

@@ -1,17 +1,19 @@
-"""Inference latency and throughput of an exported model: eager Paddle vs Paddle Inference vs
-onnxruntime fp32 vs onnxruntime int8, on the same inputs, in one run.
+"""Inference latency and throughput of an exported model: every runtime the predictor offers,
+plain onnxruntime as a user runs it, and eager Paddle, on the same inputs, in one run.
 
 ``python tools/benchmark.py latency --model_dir output/demo/export [--batches 1 8 32 --seqs 32 128]``
 
 * inputs: random token ids from the model's vocabulary (fixed seed), no padding, segment 0;
   every runtime gets the same arrays, for every batch size x sequence length;
 * runtimes: ``eager`` (the finetuned model the export was made from, dygraph, no gradients),
-  ``paddle`` (Paddle Inference, oneDNN on), ``paddle-no-mkldnn`` (only when asked), ``onnx``,
-  ``onnx-fused`` and ``onnx-int8`` (onnxruntime, CPU: plain, fused graph, int8), ``openvino``
-  (fp32 on the plain ONNX graph, when the extra is installed), and ``auto``
-  (what the predictor's ``auto`` runs, named in the table; its own session), all with the same
-  thread count. Only the forward pass
-  is timed (tokenization is the same for all and not included);
+  ``paddle`` (Paddle Inference, oneDNN on), ``paddle-no-mkldnn`` (only when asked),
+  ``ort-defaults`` (onnxruntime's ``InferenceSession`` with its default options on the plain
+  ``model.onnx``: its worker threads spin between calls), the predictor's ``onnx``,
+  ``onnx-fused`` and ``onnx-int8`` (onnxruntime, threads not spinning), ``openvino`` and
+  ``openvino-int8`` (when the package is installed and the export checked them), and ``auto``
+  (what the predictor's ``auto`` runs, named in the report; its own session), all with the
+  same thread count. Only the forward pass is timed (tokenization is the same for all and not
+  included);
 * timing: after ``--warmup`` untimed calls, ``--iters`` timed calls per shape, taken in turns by
   blocks (each round: every runtime rests, makes one untimed call, then 5 timed calls back to
   back), so a change in background load affects all runtimes alike, and no runtime runs while
@@ -23,14 +25,13 @@ onnxruntime fp32 vs onnxruntime int8, on the same inputs, in one run.
   matmuls, attention included, pooler and classifier), x 2. Achieved GFLOP/s = FLOPs / median
   latency, and its fraction of this machine's measured fp32 matmul rate (the better of Paddle's
   and NumPy's on a 2048^3 matmul with the same threads, measured before and after the runs).
-  int8 runs are set against the same fp32 rate, so they can pass 100%. "vs ort-defaults" is
+  int8 runs are set against the same fp32 rate, so they can pass 100%. "time vs ort-defaults" is
   the row's median over plain onnxruntime's as a user runs it (``ort-defaults``:
   ``InferenceSession`` with default options on the plain graph; the predictor's own ``onnx``
-  backend differs in one setting, its worker threads do not spin): below 1 is faster. The report names the CPU's instruction sets
+  backend differs in its thread settings, chiefly that its worker threads do not spin): below 1
+  is faster. The report names the CPU's instruction sets
   (AVX2, AVX-512, VNNI, AMX: they decide which backend is fastest) and the model files' sizes.
 
-onnxruntime runs with its worker threads not spinning (``ernie_tiny.deploy.predictor``): taken
-in turns on 2 cores, spinning threads of one runtime otherwise slow down the next one.
 """
 from __future__ import annotations
 
@@ -42,12 +43,11 @@ import sys
 import time
 from pathlib import Path
 
-RUNTIMES = ("eager", "paddle", "paddle-no-mkldnn", "ort-defaults", "onnx", "onnx-fused", "onnx-int8", "openvino",
+BASELINE = "ort-defaults"  # the "time vs" column: plain onnxruntime as a user runs it
+RUNTIMES = ("eager", "paddle", "paddle-no-mkldnn", BASELINE, "onnx", "onnx-fused", "onnx-int8", "openvino",
             "openvino-int8", "auto")
-DEFAULT_RUNTIMES = ("eager", "paddle", "ort-defaults", "onnx", "onnx-fused", "onnx-int8", "openvino", "openvino-int8",
-                    "auto")
-BASELINE = "ort-defaults"  # the "vs" column: plain onnxruntime as a user runs it
-BLOCK = 5  # timed calls per runtime per round
+DEFAULT_RUNTIMES = tuple(name for name in RUNTIMES if name != "paddle-no-mkldnn")
+BLOCK, MIN_ROUNDS = 5, 3  # timed calls per runtime per round; rounds taken even past --max_seconds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +109,7 @@ def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads
             runtimes[name] = _eager(eager_model, info["head"])
         elif name in ("paddle", "paddle-no-mkldnn"):
             runtimes[name] = PaddleBackend(model_dir, threads=threads, mkldnn=name == "paddle")
-        elif name == "ort-defaults":
+        elif name == BASELINE:
             runtimes[name] = _onnxruntime_defaults(model_dir / info["onnx"], threads)
         else:
             runtimes[name] = make_backend(model_dir, name, threads=threads)
@@ -144,22 +144,27 @@ def _eager(model_dir: str, head: str):
     return run
 
 
-def measure(runtimes: dict, inputs: tuple, iters: int, warmup: int, max_seconds: float, block: int = BLOCK) -> dict:
+def measure(runtimes: dict, inputs: tuple, iters: int, warmup: int, max_seconds: float, block: int = BLOCK,
+            pause: float | None = None) -> dict:
     """Per runtime: the list of timed latencies (seconds). Runtimes take turns by blocks: in each
-    round every runtime rests ``SPIN_PAUSE`` (the previous runtime's worker threads may still be
-    spinning), makes one untimed call and then ``block`` timed calls back to back."""
+    round every runtime rests ``pause`` (default ``SPIN_PAUSE``: the previous runtime's worker
+    threads may still be spinning), makes one untimed call and then ``block`` timed calls back to
+    back; at least ``MIN_ROUNDS`` rounds, more until ``iters`` calls or ``max_seconds``."""
     from ernie_tiny.deploy.backend_timing import SPIN_PAUSE
+
+    pause = SPIN_PAUSE if pause is None else pause
     for fn in runtimes.values():
         for _ in range(warmup):
             fn(*inputs)
     times = {name: [] for name in runtimes}
-    started = time.perf_counter()
+    started, rounds = time.perf_counter(), 0
     while min(len(t) for t in times.values()) < iters:
         for name, fn in runtimes.items():
-            time.sleep(SPIN_PAUSE)
+            time.sleep(pause)
             fn(*inputs)
             times[name].extend(_timed(lambda: fn(*inputs)) for _ in range(min(block, iters - len(times[name]))))
-        if min(len(t) for t in times.values()) >= 5 and time.perf_counter() - started > max_seconds:
+        rounds += 1
+        if rounds >= MIN_ROUNDS and time.perf_counter() - started > max_seconds:
             break
     return times
 
@@ -176,6 +181,14 @@ def summarize(samples, batch: int, flops: float, peak: float) -> dict:
 
 def speedup(row: dict, key: str = "speedup") -> str:
     return f"{row[key]:.2f}x" if key in row else "-"
+
+
+def openvino_version() -> str:
+    try:
+        import openvino
+    except ImportError:
+        return "not installed"
+    return openvino.__version__.split("-")[0]
 
 
 def pruning_line(info: dict) -> str:
@@ -200,7 +213,8 @@ def format_report(meta: dict, rows: list) -> str:
         f"# Inference latency: {meta['model']}",
         "",
         f"{meta['task']} ({meta['head']}), {meta['sizes']}; {meta['threads']} threads; {meta['machine']}; "
-        f"Paddle {meta['paddle']}, onnxruntime {meta['onnxruntime']}. Same random inputs for every runtime; "
+        f"Paddle {meta['paddle']}, onnxruntime {meta['onnxruntime']}, OpenVINO {meta.get('openvino', '-')}. Same random "
+        f"inputs for every runtime; "
         f"forward pass only; runtimes timed in turns.",
         f"CPU: {meta['cpu']['model'] or 'unknown'}; instruction sets {', '.join(meta['cpu']['instruction_sets']) or '-'}"
         f"; auto runs {meta['auto']}. Model files (MB): "
@@ -240,18 +254,19 @@ def main(args: argparse.Namespace) -> int:
     import paddle
 
     from ernie_tiny.deploy.backend_timing import cpu_features
-    from ernie_tiny.deploy.predictor import OPENVINO_FILES, available, read_deploy_info, resolve_backend
+    from ernie_tiny.deploy.predictor import (ONNX_FILES, OPENVINO_FILES, available, openvino_installed,
+                                             read_deploy_info, resolve_backend)
 
     paddle.set_device("cpu")
     info = read_deploy_info(model_dir)
     eager_model = args.eager_model or info.get("source_model")
     names = list(dict.fromkeys(args.runtimes))
-    missing = {"onnx": info.get("onnx"), "ort-defaults": info.get("onnx"), "onnx-fused": info.get("onnx_fused"),
-               "onnx-int8": info.get("onnx_int8"), "eager": eager_model and Path(eager_model, "config.json").is_file(),
-               **{name: available(name, info) for name in OPENVINO_FILES}}
-    for name in [n for n in names if n in missing and not missing[n]]:
-        print(f"skipping {name}: not in {model_dir}" + (" (--eager_model DIR)" if name == "eager" else ""),
-              file=sys.stderr)
+    present = {BASELINE: available("onnx", info), "eager": eager_model and Path(eager_model, "config.json").is_file(),
+               **{name: available(name, info) for name in (*ONNX_FILES, *OPENVINO_FILES)}}
+    for name in [n for n in names if n in present and not present[n]]:
+        why = ("the openvino package is not installed" if name in OPENVINO_FILES and not openvino_installed()
+               else f"not in {model_dir}" + (" (--eager_model DIR)" if name == "eager" else ""))
+        print(f"skipping {name}: {why}", file=sys.stderr)
         names.remove(name)
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))  # sizes, for the FLOPs
     started = time.perf_counter()
@@ -292,7 +307,8 @@ def main(args: argparse.Namespace) -> int:
             "sizes": f"{config['num_hidden_layers']}L-{config['hidden_size']}H-{config['num_attention_heads']}A, "
                      f"FFN {config['intermediate_size']}, vocab {config['vocab_size']}",
             "threads": threads, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-            "paddle": paddle.__version__, "onnxruntime": onnxruntime.__version__, "matmul_gflops": rates,
+            "paddle": paddle.__version__, "onnxruntime": onnxruntime.__version__,
+            "openvino": openvino_version(), "matmul_gflops": rates,
             "matmul_size": args.matmul_size, "cpu": cpu_features(), "sizes_mb": info.get("sizes_mb") or {},
             "auto": resolve_backend("auto", info), "pruning": pruning_line(info),
             "wall_seconds": time.perf_counter() - started}

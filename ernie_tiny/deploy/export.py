@@ -48,7 +48,8 @@ import numpy as np
 from ernie_tiny.config import ConfigError, dump_config
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE
 from ernie_tiny.files import replacing_directory
-from ernie_tiny.deploy.predictor import INPUT_NAMES, OnnxBackend, OpenVinoBackend, PaddleBackend, openvino_installed
+from ernie_tiny.deploy.predictor import (INPUT_NAMES, ONNX_FILES, OPENVINO_FILES, OnnxBackend, OpenVinoBackend,
+                                         PaddleBackend, checked_on_openvino, openvino_installed)
 from ernie_tiny.deploy.schema import TASK_FILE, ExportConfig
 from ernie_tiny.tasks.encode import Features, collate
 
@@ -162,13 +163,17 @@ def add_int8(tmp: Path, onnx_file: str, ex, card, labels, calibration, evaluated
     """Quantize, then score fp32 and every runtime of the int8 model (onnxruntime; OpenVINO too
     when ``openvino`` and the model is QDQ, which it reads) on the same dev examples; fails if
     any of them drops too far. Returns the record and the int8 backends by backend name."""
-    from ernie_tiny.deploy.quantize import compare_scores, quantize_onnx
+    from ernie_tiny.deploy.quantize import OPENVINO_READS, compare_scores, quantize_onnx
 
     target = tmp / "model.int8.onnx"
     done = quantize_onnx(tmp / onnx_file, target, ex.int8, calibration, pad)
     int8 = {"onnx-int8": OnnxBackend(target)}
-    if openvino and done["format"] == "qdq":
-        int8["openvino-int8"] = OpenVinoBackend(target)
+    if openvino and ex.int8 in OPENVINO_READS:
+        try:
+            int8["openvino-int8"] = OpenVinoBackend(target)
+        except RuntimeError as err:  # OpenVINO's compile errors; the onnxruntime int8 model still ships
+            print(f"OpenVINO cannot compile {target.name} ({str(err).splitlines()[0]}): the openvino-int8 backend "
+                  f"is left out", flush=True)
     scores = compare_scores({"fp32": fp32, **int8}, evaluated, card, labels, pad)
     result = {**done, "mode": ex.int8, "source": onnx_file, "metric": card.metric, "dev_examples": len(evaluated),
               "fp32": scores["fp32"]["score"], "int8": scores["onnx-int8"]["score"],
@@ -199,7 +204,6 @@ def add_timing(tmp: Path, info: dict, ex, length: int, vocab_size: int, checked:
     """Every CPU backend of the export timed on the same inputs; ``auto``'s choice among them.
     ``checked``: the backends the checks already built (reused, not built again)."""
     from ernie_tiny.deploy.backend_timing import time_backends, timing_record
-    from ernie_tiny.deploy.predictor import ONNX_FILES, OPENVINO_FILES, checked_on_openvino
 
     backends = {"paddle": checked.get("paddle") or PaddleBackend(tmp)}
     backends.update({name: checked.get(name) or OnnxBackend(tmp / info[key])
@@ -274,8 +278,8 @@ def run(config: ExportConfig) -> Path:
                                                      batches, ex.atol)
         if ex.onnx:
             info["onnx"] = export_onnx(tmp, files, ex.opset)
-            fp32 = checked["onnx"] = OnnxBackend(tmp / info["onnx"])
-            info["checks"]["onnxruntime"] = compare("onnxruntime", fp32, reference, batches, ex.atol)
+            checked["onnx"] = OnnxBackend(tmp / info["onnx"])
+            info["checks"]["onnxruntime"] = compare("onnxruntime", checked["onnx"], reference, batches, ex.atol)
             if ex.openvino and openvino_installed():
                 checked["openvino"] = OpenVinoBackend(tmp / info["onnx"])
                 info["checks"]["openvino"] = compare("OpenVINO", checked["openvino"], reference, batches, ex.atol)
@@ -283,16 +287,20 @@ def run(config: ExportConfig) -> Path:
                 print("OpenVINO is not installed (pip install -e .): the openvino backend is left out", flush=True)
             if ex.fuse:
                 info["onnx_fused"], info["fusion"] = add_fused(tmp, info["onnx"], model.config)
-                fp32 = checked["onnx-fused"] = OnnxBackend(tmp / info["onnx_fused"])
-                info["checks"]["onnxruntime_fused"] = compare("onnxruntime fused", fp32, reference, batches, ex.atol)
+                checked["onnx-fused"] = OnnxBackend(tmp / info["onnx_fused"])
+                info["checks"]["onnxruntime_fused"] = compare("onnxruntime fused", checked["onnx-fused"], reference,
+                                                              batches, ex.atol)
         if ex.int8 != "off":
             calibration = []
             if ex.int8 == "static":
                 calibration = TaskData.load(card, "train", sample, tokenizer, ex.data_dir, labels=task["labels"]).features
             evaluated = dev_features[:ex.eval_examples] if ex.eval_examples else dev_features
-            source = info["onnx"] if ex.int8 == "static" else info["onnx_fused"] or info["onnx"]  # QDQ: plain graph
-            info["int8"], int8 = add_int8(tmp, source, ex, card, task["labels"], calibration, evaluated, pad, fp32,
-                                          openvino="openvino" in checked)
+            from ernie_tiny.deploy.quantize import SOURCE_GRAPH
+
+            key = SOURCE_GRAPH[ex.int8] if info.get(SOURCE_GRAPH[ex.int8]) else "onnx"
+            same_graph = checked[next(name for name, k in ONNX_FILES.items() if k == key)]  # its fp32 runtime
+            info["int8"], int8 = add_int8(tmp, info[key], ex, card, task["labels"], calibration, evaluated, pad,
+                                          same_graph, openvino="openvino" in checked)
             info["onnx_int8"] = info["int8"].pop("file")
             checked.update(int8)
         if ex.timing_repeats:

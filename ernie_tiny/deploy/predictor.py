@@ -7,8 +7,8 @@ two runtimes:
   where the GPU build has it, TensorRT (dynamic shapes) for ``.pdmodel`` exports only (see
   ``check_tensorrt_program``).
 * ``onnx`` / ``onnx-fused`` / ``onnx-int8``: onnxruntime on CPU, on the plain paddle2onnx
-  conversion, on its fused graph (``ernie_tiny.deploy.onnx_fusion``), or on the int8
-  quantization of the fused graph.
+  conversion, on its fused graph (``ernie_tiny.deploy.onnx_fusion``), or on the int8 model
+  (``ernie_tiny.deploy.quantize``: static QDQ of the plain graph, or dynamic of the fused one).
 * ``openvino`` / ``openvino-int8``: OpenVINO's CPU runtime on the plain ONNX export (it reads
   ONNX directly; the fused graph's onnxruntime-only ops it does not), or on the static (QDQ)
   int8 model, when the ``openvino`` package is installed and the export checked it.
@@ -30,6 +30,7 @@ token tasks)::
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -296,11 +297,14 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     info = read_deploy_info(model_dir)
     backend = resolve_backend(backend, info, options.get("device", "cpu"), options.pop("allow_int8", False))
     spin = options.pop("spin", False)
+    if spin and backend not in ONNX_FILES:
+        print(f"--spin applies to the onnxruntime backends; auto chose {backend}, which runs without it",
+              file=sys.stderr, flush=True)
     if backend == "paddle":
         return PaddleBackend(model_dir, **options)
     gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")
     if backend in BACKENDS and (gpu_only or options.get("precision", "fp32") != "fp32"):
-        raise ValueError(f"backend {backend!r} runs on CPU in fp32 (int8: 'onnx-int8'); GPU, fp16 and "
+        raise ValueError(f"backend {backend!r} runs on CPU in fp32 (int8: 'onnx-int8', 'openvino-int8'); GPU, fp16 and "
                          "TensorRT are options of the 'paddle' backend")
     if backend in OPENVINO_FILES:
         if not openvino_installed():

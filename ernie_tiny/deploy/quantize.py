@@ -31,6 +31,12 @@ from ernie_tiny.monitor import quiet_logger
 from ernie_tiny.tasks.encode import IGNORE, Features, collate
 
 
+# per Export.int8 mode: the deploy.json key of the graph it quantizes (dynamic: the plain graph
+# when the export has no fused one), and the modes whose int8 model OpenVINO reads
+SOURCE_GRAPH = {"dynamic": "onnx_fused", "static": "onnx"}
+OPENVINO_READS = ("static",)
+
+
 def feeds(features: Sequence[Features], pad_token_id: int, batch_size: int) -> Iterator[dict]:
     """onnxruntime input dicts, ``batch_size`` examples each, padded per batch."""
     for start in range(0, len(features), batch_size):
@@ -61,7 +67,7 @@ def quantize_onnx(source: Path, target: Path, mode: str, calibration: Sequence[F
             def get_next(self):
                 return next(self.batches, None)
 
-        # uint8 activations: OpenVINO's int8 kernels take them (int8 ones measured 17% slower
+        # uint8 activations: OpenVINO's int8 kernels take them (int8 ones were 17% slower in a one-off run
         # there); Gather: the embedding tables are stored int8 as well (a third of the file)
         quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
