@@ -235,6 +235,7 @@ def run(config: ExportConfig) -> Path:
     from paddlenlp.transformers import AutoTokenizer
 
     from ernie_tiny import runtime
+    from ernie_tiny.deploy.quantize import SOURCE_GRAPH
     from ernie_tiny.tasks.card import load_card
     from ernie_tiny.tasks.data import Sample, TaskData
 
@@ -295,12 +296,9 @@ def run(config: ExportConfig) -> Path:
             if ex.int8 == "static":
                 calibration = TaskData.load(card, "train", sample, tokenizer, ex.data_dir, labels=task["labels"]).features
             evaluated = dev_features[:ex.eval_examples] if ex.eval_examples else dev_features
-            from ernie_tiny.deploy.quantize import SOURCE_GRAPH
-
-            key = SOURCE_GRAPH[ex.int8] if info.get(SOURCE_GRAPH[ex.int8]) else "onnx"
-            same_graph = checked[next(name for name, k in ONNX_FILES.items() if k == key)]  # its fp32 runtime
-            info["int8"], int8 = add_int8(tmp, info[key], ex, card, task["labels"], calibration, evaluated, pad,
-                                          same_graph, openvino="openvino" in checked)
+            source = SOURCE_GRAPH[ex.int8] if SOURCE_GRAPH[ex.int8] in checked else "onnx"  # the fp32 backend
+            info["int8"], int8 = add_int8(tmp, info[ONNX_FILES[source]], ex, card, task["labels"], calibration,
+                                          evaluated, pad, checked[source], openvino="openvino" in checked)
             info["onnx_int8"] = info["int8"].pop("file")
             checked.update(int8)
         if ex.timing_repeats:

@@ -31,9 +31,9 @@ from ernie_tiny.monitor import quiet_logger
 from ernie_tiny.tasks.encode import IGNORE, Features, collate
 
 
-# per Export.int8 mode: the deploy.json key of the graph it quantizes (dynamic: the plain graph
-# when the export has no fused one), and the modes whose int8 model OpenVINO reads
-SOURCE_GRAPH = {"dynamic": "onnx_fused", "static": "onnx"}
+# per Export.int8 mode: the fp32 backend whose graph it quantizes (dynamic: the plain graph when
+# the export has no fused one), and the modes whose int8 model OpenVINO reads
+SOURCE_GRAPH = {"dynamic": "onnx-fused", "static": "onnx"}
 OPENVINO_READS = ("static",)
 
 
