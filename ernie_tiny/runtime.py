@@ -28,6 +28,14 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def inference_threads() -> int:
+    """The deployment backends' thread count when none is given: ``OMP_NUM_THREADS`` when set,
+    else the available cores."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return int(os.environ["OMP_NUM_THREADS"])
+    return available_cores()
+
+
 def configure_threads(num_threads: int = 0) -> int:
     """Set the CPU thread count for Paddle's kernels: ``num_threads``, or (0) the available
     cores shared among this machine's ranks. Returns the count; warns if Paddle was

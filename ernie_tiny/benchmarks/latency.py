@@ -7,13 +7,16 @@ plain onnxruntime as a user runs it, and eager Paddle, on the same inputs, in on
   every runtime gets the same arrays, for every batch size x sequence length;
 * runtimes: ``eager`` (the finetuned model the export was made from, dygraph, no gradients),
   ``paddle`` (Paddle Inference, oneDNN on), ``paddle-no-mkldnn`` (only when asked),
-  ``ort-defaults`` (onnxruntime's ``InferenceSession`` with its default options on the plain
-  ``model.onnx``: its worker threads spin between calls), the predictor's ``onnx``,
-  ``onnx-fused`` and ``onnx-int8`` (onnxruntime, threads not spinning), ``openvino`` and
-  ``openvino-int8`` (when the package is installed and the export checked them), and ``auto``
-  (what the predictor's ``auto`` runs, named in the report; its own session), all with the
-  same thread count. Only the forward pass is timed (tokenization is the same for all and not
-  included);
+  ``ort-defaults`` (onnxruntime's ``InferenceSession`` with its default options: its worker
+  threads spin between calls) and ``ov-defaults`` (OpenVINO's ``compile_model`` with its default
+  properties: bf16 arithmetic on CPUs with native bf16), both on the whole model as users export
+  it elsewhere (``baseline_graph``: the source model through paddle2onnx, not the export's
+  first-token graph), the predictor's ``onnx``, ``onnx-fused`` and ``onnx-int8`` (onnxruntime,
+  threads not spinning), ``openvino`` and ``openvino-int8`` (when the package is installed and
+  the export checked them; ``openvino-dynamic`` and ``openvino-int8-dynamic`` only when asked:
+  the same without models compiled per recurring shape), and ``auto`` (what the predictor's ``auto`` runs, named in the
+  report; its own session), all with the same thread count. Only the forward pass is timed
+  (tokenization is the same for all and not included);
 * timing: after ``--warmup`` untimed calls, ``--iters`` timed calls per shape, taken in turns by
   blocks (each round: every runtime rests, makes one untimed call, then 5 timed calls back to
   back), so a change in background load affects all runtimes alike, and no runtime runs while
@@ -21,8 +24,8 @@ plain onnxruntime as a user runs it, and eager Paddle, on the same inputs, in on
   rounds when a shape would take longer than ``--max_seconds``.
   Reported: median, p90 and p99 latency (with few rounds p99 is close to the maximum: the table
   gives the count), and throughput (sequences per second of the mean call);
-* FLOPs: the multiply-adds of one forward, counted from the model's sizes (the encoder's
-  matmuls, attention included, pooler and classifier), x 2. Achieved GFLOP/s = FLOPs / median
+* FLOPs: the multiply-adds of one forward of the graph each runtime runs, counted from the
+  model's sizes (the encoder's matmuls, attention included, pooler and classifier), x 2. Achieved GFLOP/s = FLOPs / median
   latency, and its fraction of this machine's measured fp32 matmul rate (the better of Paddle's
   and NumPy's on a 2048^3 matmul with the same threads, measured before and after the runs).
   int8 runs are set against the same fp32 rate, so they can pass 100%. "time vs ort-defaults" is
@@ -40,13 +43,16 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 BASELINE = "ort-defaults"  # the "time vs" column: plain onnxruntime as a user runs it
-RUNTIMES = ("eager", "paddle", "paddle-no-mkldnn", BASELINE, "onnx", "onnx-fused", "onnx-int8", "openvino",
-            "openvino-int8", "auto")
-DEFAULT_RUNTIMES = tuple(name for name in RUNTIMES if name != "paddle-no-mkldnn")
+PEER = "ov-defaults"  # plain OpenVINO as a user runs it, on the same whole-model graph
+DYNAMIC_ONLY = {"openvino-dynamic": "openvino", "openvino-int8-dynamic": "openvino-int8"}  # no per-shape models
+RUNTIMES = ("eager", "paddle", "paddle-no-mkldnn", BASELINE, PEER, "onnx", "onnx-fused", "onnx-int8", "openvino",
+            "openvino-dynamic", "openvino-int8", "openvino-int8-dynamic", "auto")
+DEFAULT_RUNTIMES = tuple(name for name in RUNTIMES if name != "paddle-no-mkldnn" and name not in DYNAMIC_ONLY)
 BLOCK, MIN_ROUNDS = 5, 3  # timed calls per runtime per round; rounds taken even past --max_seconds
 
 
@@ -66,14 +72,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE.json", help="also write the raw measurements here")
 
 
-def forward_flops(config: dict, batch: int, seq: int, head: str) -> float:
-    """FLOPs (2 x multiply-adds) of one ERNIE forward with a classification head."""
+def forward_flops(config: dict, batch: int, seq: int, head: str, first_token: bool = False) -> float:
+    """FLOPs (2 x multiply-adds) of one ERNIE forward with a classification head; ``first_token``:
+    the first-token graph (``ernie_tiny.deploy.first_token``), whose last layer computes keys and
+    values for every token but queries, attention output and feed-forward for the first only."""
     h, i, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
     labels = config.get("num_labels") or len(config.get("id2label") or {}) or 2
     tokens = batch * seq
-    per_layer = tokens * (4 * h * h + 2 * h * i) + 2 * batch * seq * seq * h  # Q,K,V,out; FFN; QK^T and AV
+
+    def layer(queries: int) -> int:  # queries: rows of Q, attention output and FFN per sequence
+        rows = batch * queries
+        return tokens * 2 * h * h + rows * (2 * h * h + 2 * h * i) + 2 * batch * queries * seq * h
+
+    last = layer(1) if first_token and head == "sequence" else layer(seq)
     head_macs = batch * h * h + batch * h * labels if head == "sequence" else tokens * h * labels
-    return 2.0 * (layers * per_layer + head_macs)
+    return 2.0 * ((layers - 1) * layer(seq) + last + head_macs)
 
 
 def matmul_rate(threads: int, size: int = 2048, repeats: int = 3) -> dict:
@@ -98,9 +111,10 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads: int) -> dict:
-    """Each runtime by name: the eager model, Paddle Inference with and without oneDNN, and every
-    backend the predictor offers (``make_backend``: onnx, onnx-fused, onnx-int8, openvino, auto)."""
+def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads: int, baseline: Path) -> dict:
+    """Each runtime by name: the eager model, Paddle Inference with and without oneDNN, plain
+    onnxruntime on ``baseline`` and every backend the predictor offers (``make_backend``: onnx,
+    onnx-fused, onnx-int8, openvino, openvino-int8, auto)."""
     from ernie_tiny.deploy.predictor import PaddleBackend, make_backend
 
     runtimes = {}
@@ -110,7 +124,11 @@ def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads
         elif name in ("paddle", "paddle-no-mkldnn"):
             runtimes[name] = PaddleBackend(model_dir, threads=threads, mkldnn=name == "paddle")
         elif name == BASELINE:
-            runtimes[name] = _onnxruntime_defaults(model_dir / info["onnx"], threads)
+            runtimes[name] = _onnxruntime_defaults(baseline, threads)
+        elif name == PEER:
+            runtimes[name] = _openvino_defaults(baseline, threads)
+        elif name in DYNAMIC_ONLY:
+            runtimes[name] = make_backend(model_dir, DYNAMIC_ONLY[name], threads=threads, static_shapes=0)
         else:
             runtimes[name] = make_backend(model_dir, name, threads=threads)
     return runtimes
@@ -129,13 +147,64 @@ def _onnxruntime_defaults(path: Path, threads: int):
                                                                 "token_type_ids": token_type_ids})[0]
 
 
-def _eager(model_dir: str, head: str):
-    import paddle
+def _openvino_defaults(path: Path, threads: int):
+    """Plain OpenVINO as a user runs it: ``compile_model(model.onnx, "CPU")`` with its default
+    properties (latency hint; on CPUs with native bf16, AVX-512 BF16 or AMX, bf16 arithmetic),
+    only the thread count set like every other runtime's. ``.precision``: what it computes in."""
+    import numpy as np
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+
+    def run(input_ids, token_type_ids):
+        return np.array(request.infer([input_ids, token_type_ids])[compiled.outputs[0]], copy=True)
+
+    run.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    return run
+
+
+def whole_model_onnx(model_dir: str, head: str, directory: Path, opset: int) -> Path:
+    """The model as users export it elsewhere, for the baseline: ``paddle.jit.save`` of the whole
+    model (every layer over every token, the vocabulary it was trained with) and paddle2onnx, at
+    the export's opset, into ``directory``."""
+    from ernie_tiny.deploy.export import export_onnx, save_static
+
+    files = save_static(_load(model_dir, head), directory / "model")
+    return directory / export_onnx(directory, files, opset)
+
+
+def baseline_graph(model_dir: Path, info: dict, eager_model: str | None, scratch: Path) -> tuple:
+    """The ONNX file ``ort-defaults`` runs and what it is: the export's ``model.onnx`` when that
+    is the whole model; for a first-token export, the whole source model exported here (so the
+    baseline is not given our graph), or, without the source model, the export's own graph."""
+    import onnx
+
+    own = model_dir / info["onnx"]
+    if not info.get("first_token_graph"):
+        return own, f"the export's {info['onnx']}"
+    if not (eager_model and Path(eager_model, "config.json").is_file()):
+        return own, (f"the export's own first-token {info['onnx']} (the source model was not found: "
+                     f"--eager_model DIR for the whole-model baseline)")
+    opset = max(entry.version for entry in onnx.load(str(own), load_external_data=False).opset_import
+                if entry.domain in ("", "ai.onnx"))
+    return whole_model_onnx(eager_model, info["head"], scratch, opset), (
+        f"the whole source model exported by paddle2onnx (opset {opset}), as users export it elsewhere")
+
+
+def _load(model_dir: str, head: str):
     from paddlenlp.transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     auto = AutoModelForTokenClassification if head == "token" else AutoModelForSequenceClassification
     model = auto.from_pretrained(model_dir)
     model.eval()
+    return model
+
+
+def _eager(model_dir: str, head: str):
+    import paddle
+
+    model = _load(model_dir, head)
 
     def run(input_ids, token_type_ids):
         with paddle.no_grad():
@@ -219,6 +288,11 @@ def format_report(meta: dict, rows: list) -> str:
         f"CPU: {meta['cpu']['model'] or 'unknown'}; instruction sets {', '.join(meta['cpu']['instruction_sets']) or '-'}"
         f"; auto runs {meta['auto']}. Model files (MB): "
         + (", ".join(f"{name} {mb:g}" for name, mb in meta["sizes_mb"].items()) or "-") + "." + meta["pruning"],
+        f"{BASELINE} runs {meta.get('baseline', '-')}"
+        + (f", and so does {PEER} (OpenVINO's default properties; it computes in {meta['peer_precision']} here)"
+           if meta.get("peer_precision") else "") + "; the other runtimes run the export's graphs"
+        + (" (first-token graph: the last layer computes only the [CLS] row the logits read; GFLOP counts what each "
+           "graph computes)" if meta.get("first_token_graph") else "") + ".",
         f"Measured fp32 matmul rate ({meta['matmul_size']}^3, same threads, best of before and after): "
         f"Paddle {rates['paddle']:.1f} GFLOP/s, NumPy "
         f"{rates['numpy']:.1f} GFLOP/s; '% peak' is against the better, {max(rates.values()):.1f} GFLOP/s.",
@@ -261,17 +335,23 @@ def main(args: argparse.Namespace) -> int:
     info = read_deploy_info(model_dir)
     eager_model = args.eager_model or info.get("source_model")
     names = list(dict.fromkeys(args.runtimes))
-    present = {BASELINE: available("onnx", info), "eager": eager_model and Path(eager_model, "config.json").is_file(),
-               **{name: available(name, info) for name in (*ONNX_FILES, *OPENVINO_FILES)}}
+    present = {BASELINE: available("onnx", info), PEER: available("onnx", info) and openvino_installed(), "eager": eager_model and Path(eager_model, "config.json").is_file(),
+               **{name: available(name, info) for name in (*ONNX_FILES, *OPENVINO_FILES)},
+               **{name: available(backend, info) for name, backend in DYNAMIC_ONLY.items()}}
     for name in [n for n in names if n in present and not present[n]]:
-        why = ("the openvino package is not installed" if name in OPENVINO_FILES and not openvino_installed()
+        why = ("the openvino package is not installed" if name in (*OPENVINO_FILES, *DYNAMIC_ONLY, PEER)
+               and not openvino_installed()
                else f"not in {model_dir}" + (" (--eager_model DIR)" if name == "eager" else ""))
         print(f"skipping {name}: {why}", file=sys.stderr)
         names.remove(name)
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))  # sizes, for the FLOPs
     started = time.perf_counter()
     rates = matmul_rate(threads, args.matmul_size)
-    runtimes = build_runtimes(names, model_dir, eager_model, info, threads)
+    scratch = tempfile.TemporaryDirectory(prefix="latency_baseline_")  # removed when main returns
+    baseline, baseline_is = (baseline_graph(model_dir, info, eager_model, Path(scratch.name))
+                             if {BASELINE, PEER} & set(names) else (None, "-"))
+    whole = {"eager"} | ({BASELINE, PEER} if baseline != model_dir / str(info.get("onnx")) else set())  # whole-model graphs
+    runtimes = build_runtimes(names, model_dir, eager_model, info, threads, baseline)
     rng = np.random.default_rng(args.seed)
     vocab = config["vocab_size"]
     measured = []
@@ -292,9 +372,12 @@ def main(args: argparse.Namespace) -> int:
     peak = max(rates.values())
     rows = []
     for batch, seq, times in measured:
-        flops = forward_flops(config, batch, seq, info["head"])
-        shape_rows = [{"runtime": name, "batch": batch, "seq": seq, "gflop": flops / 1e9,
-                       **summarize(times[name], batch, flops, peak)} for name in runtimes]
+        shape_rows = []
+        for name in runtimes:
+            flops = forward_flops(config, batch, seq, info["head"],
+                                  first_token=bool(info.get("first_token_graph")) and name not in whole)
+            shape_rows.append({"runtime": name, "batch": batch, "seq": seq, "gflop": flops / 1e9,
+                               **summarize(times[name], batch, flops, peak)})
         eager = next((r for r in shape_rows if r["runtime"] == "eager"), None)
         onnx = next((r for r in shape_rows if r["runtime"] == BASELINE), None)
         for r in shape_rows:
@@ -310,7 +393,9 @@ def main(args: argparse.Namespace) -> int:
             "paddle": paddle.__version__, "onnxruntime": onnxruntime.__version__,
             "openvino": openvino_version(), "matmul_gflops": rates,
             "matmul_size": args.matmul_size, "cpu": cpu_features(), "sizes_mb": info.get("sizes_mb") or {},
-            "auto": resolve_backend("auto", info), "pruning": pruning_line(info),
+            "auto": resolve_backend("auto", info), "pruning": pruning_line(info), "baseline": baseline_is,
+            "peer_precision": getattr(runtimes.get(PEER), "precision", None),
+            "first_token_graph": bool(info.get("first_token_graph")),
             "wall_seconds": time.perf_counter() - started}
     report = format_report(meta, rows)
     print(report)

@@ -92,6 +92,20 @@ def load_model(model_dir: str, head: str, num_labels: int):
     return model
 
 
+def inference_graph(model, head: str, first_token: bool):
+    """What is exported: the model itself, or for a sequence head with ``Export.first_token_graph``
+    its first-token graph (``ernie_tiny.deploy.first_token``), when the model has its layout."""
+    from ernie_tiny.deploy import first_token as graph
+
+    if not first_token or head != "sequence":
+        return model
+    if not graph.applies(model):
+        print(f"Export.first_token_graph: {type(model).__name__} does not have the layout the first-token graph "
+              f"reads; the whole model is exported", flush=True)
+        return model
+    return graph.FirstTokenClassifier(model)
+
+
 def save_static(model, prefix: Path) -> dict:
     """``paddle.jit.save`` with dynamic batch and length; returns the file names written."""
     import paddle
@@ -144,6 +158,14 @@ def compare(name: str, backend, reference: List[np.ndarray], batches: List[dict]
     return {"max_abs_diff": worst, "atol": atol, "argmax_agreement": agree / total, "batch_shapes": shapes}
 
 
+def check_shape_models(name: str, path: Path, reference: List[np.ndarray], batches: List[dict], atol: float) -> dict:
+    """OpenVINO's models compiled for one shape (``ernie_tiny.deploy.openvino_runtime``, which
+    the backends use for recurring shapes) against ``reference``: each check batch runs on a
+    model compiled for its own shape."""
+    backend = OpenVinoBackend(path, static_shapes=len(batches), promote_after=1)
+    return compare(f"{name}, each shape compiled on its own", backend, reference, batches, atol)
+
+
 def export_onnx(tmp: Path, files: dict, opset: int) -> str:
     # paddle2onnx's constant folding (Polygraphy) sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and then
     # pip-installs what it misses while it runs; Polygraphy reads that setting once, at import, so
@@ -158,10 +180,15 @@ def export_onnx(tmp: Path, files: dict, opset: int) -> str:
     return "model.onnx"
 
 
+SHAPE_MODELS = "openvino-int8 shape models"  # int8.runtimes: OpenVINO int8 with every shape compiled on its own
+SCORED_SHAPES = 16  # shapes compiled on their own while scoring (the rest run on the dynamic model)
+
+
 def add_int8(tmp: Path, onnx_file: str, ex, card, labels, calibration, evaluated, pad: int, fp32,
              openvino: bool) -> tuple:
     """Quantize, then score fp32 and every runtime of the int8 model (onnxruntime; OpenVINO too
-    when ``openvino`` and the model is QDQ, which it reads) on the same dev examples; fails if
+    when ``openvino`` and the model is QDQ, which it reads, on its dynamic model and on models
+    compiled per shape, which compute slightly differently) on the same dev examples; fails if
     any of them drops too far. Returns the record and the int8 backends by backend name."""
     from ernie_tiny.deploy.quantize import OPENVINO_READS, compare_scores, quantize_onnx
 
@@ -174,12 +201,16 @@ def add_int8(tmp: Path, onnx_file: str, ex, card, labels, calibration, evaluated
         except RuntimeError as err:  # OpenVINO's compile errors; the onnxruntime int8 model still ships
             print(f"OpenVINO cannot compile {target.name} ({str(err).splitlines()[0]}): the openvino-int8 backend "
                   f"is left out", flush=True)
-    scores = compare_scores({"fp32": fp32, **int8}, evaluated, card, labels, pad)
+    scored = dict(int8)
+    if "openvino-int8" in int8:
+        scored["openvino-int8"] = OpenVinoBackend(target, static_shapes=0)
+        scored[SHAPE_MODELS] = OpenVinoBackend(target, static_shapes=SCORED_SHAPES, promote_after=1)
+    scores = compare_scores({"fp32": fp32, **scored}, evaluated, card, labels, pad)
     result = {**done, "mode": ex.int8, "source": onnx_file, "metric": card.metric, "dev_examples": len(evaluated),
               "fp32": scores["fp32"]["score"], "int8": scores["onnx-int8"]["score"],
               "agreement": scores["onnx-int8"]["agreement"], "max_drop": ex.max_int8_drop, "file": target.name,
-              "runtimes": {name: scores[name] for name in int8}}
-    for name in int8:
+              "runtimes": {name: scores[name] for name in scored}}
+    for name in scored:
         print(f"int8 ({ex.int8}, {name}): dev {card.metric} {scores[name]['score']:.2f} vs fp32 {result['fp32']:.2f} "
               f"on {len(evaluated)} examples; predictions agree {scores[name]['agreement']:.2%}", flush=True)
         drop = result["fp32"] - scores[name]["score"]
@@ -265,14 +296,16 @@ def run(config: ExportConfig) -> Path:
 
     output_dir = Path(config.Global.output_dir)
     with replacing_directory(output_dir) as tmp:  # replaces output_dir only once every check passed
-        files = save_static(model, tmp / "model")
+        graph = inference_graph(model, task["head"], ex.first_token_graph)
+        files = save_static(graph, tmp / "model")
         tokenizer.save_pretrained(str(tmp))
         model.config.save_pretrained(str(tmp))  # sizes and labels, for readers of the directory (no weights)
         info = {"format": "ernie-tiny-inference/1", **{k: task[k] for k in TASK_KEYS}, "pad_token_id": pad,
                 "inputs": list(INPUT_NAMES), "paddle": files, "onnx": None, "onnx_int8": None,
                 "paddle_version": paddle.__version__, "source_model": str(config.Model.path), "checks": {},
                 "int8": None, "onnx_fused": None, "fusion": None, "timing": None,
-                "vocab_pruning": pruning if ex.prune_vocab else None}
+                "vocab_pruning": pruning if ex.prune_vocab else None,
+                "first_token_graph": graph is not model}
         write_info(tmp, info)
         checked = {"paddle": PaddleBackend(tmp)}  # every backend the checks build, by backend name (timing reuses them)
         info["checks"]["paddle_inference"] = compare("Paddle Inference (oneDNN)", checked["paddle"], reference,
@@ -284,6 +317,8 @@ def run(config: ExportConfig) -> Path:
             if ex.openvino and openvino_installed():
                 checked["openvino"] = OpenVinoBackend(tmp / info["onnx"])
                 info["checks"]["openvino"] = compare("OpenVINO", checked["openvino"], reference, batches, ex.atol)
+                info["checks"]["openvino_shape_models"] = check_shape_models("OpenVINO", tmp / info["onnx"], reference,
+                                                                            batches, ex.atol)
             elif ex.openvino:
                 print("OpenVINO is not installed (pip install -e .): the openvino backend is left out", flush=True)
             if ex.fuse:

@@ -29,7 +29,6 @@ token tasks)::
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -39,7 +38,8 @@ import numpy as np
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE, model_file, read_deploy_info  # noqa: F401 (re-exported)
 from ernie_tiny.deploy.backend_timing import INT8_BACKENDS, choose
 from ernie_tiny.deploy.inputs import DeployInputError
-from ernie_tiny.runtime import available_cores
+from ernie_tiny.deploy.openvino_runtime import STATIC_SHAPES, OpenVinoBackend, openvino_installed
+from ernie_tiny.runtime import inference_threads
 from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode_sequence, encode_tokens
 from ernie_tiny.tasks.readers import Example
 
@@ -48,12 +48,6 @@ ONNX_FILES = {"onnx": "onnx", "onnx-fused": "onnx_fused", "onnx-int8": "onnx_int
 OPENVINO_FILES = {"openvino": "onnx", "openvino-int8": "onnx_int8"}  # backend -> deploy.json key of its file
 INPUT_NAMES = ("input_ids", "token_type_ids")
 LENGTH_BUCKET = 16
-
-
-def default_threads() -> int:
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        return int(os.environ["OMP_NUM_THREADS"])
-    return available_cores()
 
 
 def pad_to_bucket(input_ids: np.ndarray, token_type_ids: np.ndarray, pad_token_id: int, bucket: int = LENGTH_BUCKET):
@@ -117,7 +111,7 @@ class PaddleBackend:
             config.disable_gpu()
             if mkldnn:
                 config.enable_mkldnn()
-            config.set_cpu_math_library_num_threads(threads or default_threads())
+            config.set_cpu_math_library_num_threads(threads or inference_threads())
         elif device == "gpu":
             import paddle
 
@@ -163,7 +157,7 @@ class OnnxBackend:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
+        options.intra_op_num_threads = threads or inference_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Without ``spin``, idle worker threads sleep instead of spinning (onnxruntime's default),
@@ -182,33 +176,6 @@ class OnnxBackend:
         return self.session.run(None, feed)[0]
 
 
-def openvino_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("openvino") is not None
-
-
-class OpenVinoBackend:
-    """OpenVINO on CPU over an ONNX file: ``backend(input_ids, token_type_ids) -> logits``
-    (dynamic batch and length; latency hint, a fixed thread count)."""
-
-    def __init__(self, path: str | Path, threads: int = 0):
-        import openvino as ov
-
-        core = ov.Core()
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", {
-            "INFERENCE_NUM_THREADS": threads or default_threads(), "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32"})  # fp32: on CPUs with bf16 it would otherwise run bf16
-        self.request = self.compiled.create_infer_request()
-        self.input_names = [port.get_any_name() for port in self.compiled.inputs]
-        self.output = self.compiled.outputs[0]
-        self.description = f"openvino {ov.__version__.split('-')[0]} cpu ({Path(path).name})"
-
-    def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
-        feed = dict(zip(self.input_names, (input_ids.astype(np.int64), token_type_ids.astype(np.int64))))
-        return np.array(self.request.infer(feed)[self.output], copy=True)  # the request reuses its buffer
-
-
 def add_backend_arguments(parser) -> None:
     """The command-line flags that choose and tune a backend (deploy/python/infer.py, deploy/serving/server.py)."""
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
@@ -220,6 +187,9 @@ def add_backend_arguments(parser) -> None:
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="paddle on GPU: fp16")
     parser.add_argument("--trt", action="store_true", help="paddle on GPU: TensorRT (dynamic shapes)")
     parser.add_argument("--gpu_id", type=int, default=0)
+    parser.add_argument("--static_shapes", type=int, default=STATIC_SHAPES, metavar="N",
+                        help=f"openvino backends: up to N recurring batch x length shapes get a model compiled for "
+                             f"them (faster; 30-70 MB each for a 4L-312H student; default {STATIC_SHAPES}, 0 = none)")
     parser.add_argument("--spin", action="store_true",
                         help="onnxruntime backends: idle worker threads spin (faster on a machine that does nothing "
                              "else, slower when the cores are shared)")
@@ -238,6 +208,11 @@ def backend_options(args) -> dict:
             raise BackendFlagsError(f"--spin is for the onnxruntime backends ({', '.join(ONNX_FILES)}) and auto, "
                                     f"not --backend {args.backend}")
         options["spin"] = True
+    if args.static_shapes != STATIC_SHAPES:
+        if args.backend not in ("auto", *OPENVINO_FILES) or args.static_shapes < 0:
+            raise BackendFlagsError(f"--static_shapes is a count (0 or more) for the openvino backends "
+                                    f"({', '.join(OPENVINO_FILES)}) and auto, not --backend {args.backend}")
+        options["static_shapes"] = args.static_shapes
     if args.backend in ("auto", "paddle"):
         options.update(mkldnn=not args.no_mkldnn, precision=args.precision, tensorrt=args.trt, gpu_id=args.gpu_id)
     elif args.device != "cpu" or args.trt or args.precision != "fp32":
@@ -293,10 +268,11 @@ def auto_reason(backend: str, requested: str, info: dict) -> str:
 def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     """A runtime over ``model_dir``; ``options`` go to ``PaddleBackend`` (device, threads,
     mkldnn, precision, tensorrt, ...) or, for the onnx and openvino backends, only ``threads``
-    (and ``spin`` for onnx)."""
+    (and ``spin`` for onnx, ``static_shapes`` for openvino)."""
     info = read_deploy_info(model_dir)
     backend = resolve_backend(backend, info, options.get("device", "cpu"), options.pop("allow_int8", False))
     spin = options.pop("spin", False)
+    static_shapes = options.pop("static_shapes", STATIC_SHAPES)
     if spin and backend not in ONNX_FILES:
         print(f"--spin applies to the onnxruntime backends; auto chose {backend}, which runs without it",
               file=sys.stderr, flush=True)
@@ -314,7 +290,8 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
                      "openvino-int8": "the static int8 model (Export.int8: static)"}[backend]
             raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: backend {backend} needs {needs}, checked on "
                                    f"OpenVINO at export; {model_dir} has none (choose another --backend)")
-        return OpenVinoBackend(model_file(model_dir, info[OPENVINO_FILES[backend]]), threads=options.get("threads", 0))
+        return OpenVinoBackend(model_file(model_dir, info[OPENVINO_FILES[backend]]), threads=options.get("threads", 0),
+                               static_shapes=static_shapes)
     if backend in ONNX_FILES:
         key = ONNX_FILES[backend]
         if not info.get(key):

@@ -78,12 +78,14 @@ def quantize_onnx(source: Path, target: Path, mode: str, calibration: Sequence[F
 
 class BackendAsModel:
     """A runtime (numpy in, numpy out) seen as the eager model ``ernie_tiny.finetune.loop``
-    evaluates, so exported models are scored by exactly the code that scored finetuning."""
+    evaluates, so exported models are scored by exactly the code that scored finetuning. Lengths
+    are padded to the predictor's buckets first, so the runtime sees the shapes a predictor sends
+    it (padding is masked: token logits are cut back to the batch's length)."""
 
     training = False  # a runtime has no train mode
 
-    def __init__(self, backend):
-        self.backend = backend
+    def __init__(self, backend, pad_token_id: int):
+        self.backend, self.pad_token_id = backend, pad_token_id
 
     def eval(self):
         return self
@@ -94,7 +96,11 @@ class BackendAsModel:
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None):
         import paddle
 
-        return paddle.to_tensor(self.backend(input_ids.numpy(), token_type_ids.numpy()))
+        from ernie_tiny.deploy.predictor import pad_to_bucket
+
+        length = input_ids.shape[1]
+        logits = self.backend(*pad_to_bucket(input_ids.numpy(), token_type_ids.numpy(), self.pad_token_id))
+        return paddle.to_tensor(logits[:, :length] if logits.ndim == 3 else logits)
 
 
 def compare_scores(backends: dict, features: List[Features], card, labels: Sequence[str], pad_token_id: int,
@@ -106,7 +112,7 @@ def compare_scores(backends: dict, features: List[Features], card, labels: Seque
 
     out, reference = {}, None
     for name, backend in backends.items():
-        predicted, gold = predict(BackendAsModel(backend), features, batch_size, pad_token_id)
+        predicted, gold = predict(BackendAsModel(backend, pad_token_id), features, batch_size, pad_token_id)
         out[name] = {"score": round(float(score(card.metric, predicted, gold, labels)), 4)}
         if reference is None:
             reference = predicted

@@ -72,6 +72,9 @@ class ExportSection(Section):
     max_length: int = Field(0, ge=0, description="tokens per text at inference; 0 = the card's max_length")
     check_examples: int = Field(64, ge=1, description="dev examples run through the eager and the exported model")
     atol: float = Field(1e-4, gt=0, description="largest allowed |eager - exported| on any logit")
+    first_token_graph: bool = Field(True, description="sequence heads: the exported graph runs the last encoder layer "
+                                                      "for the [CLS] token only, the one the logits read (same "
+                                                      "logits, ~20% fewer multiply-adds in a 4-layer student)")
     onnx: bool = Field(True, description="also convert to ONNX with paddle2onnx (for the onnx backends and int8)")
     opset: int = Field(14, ge=11, description="ONNX opset")
     openvino: bool = Field(True, description="with onnx, when the openvino package (extra) is installed: check "
