@@ -74,3 +74,14 @@ def test_openvino_int8_runs_only_where_the_int8_gate_scored_it():
     scored = {**info, "int8": {"runtimes": {"onnx-int8": {"score": 80.0}, "openvino-int8": {"score": 80.0}}}}
     assert resolve_backend("auto", scored) == "openvino"
     assert resolve_backend("auto", scored, allow_int8=True) == "openvino-int8"
+
+
+def test_openvino_bf16_runs_only_where_its_gate_scored_it_and_only_with_reduced_precision_allowed():
+    ms = {"onnx": [5.0, 50.0], "openvino": [4.0, 40.0], "openvino-bf16": [2.5, 25.0], "openvino-int8": [2.0, 40.0]}
+    info = {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "timing": {"median_ms": ms},
+            "checks": {"openvino": {"max_abs_diff": 0.0}}, "int8": {"runtimes": {"openvino-int8": {"score": 80.0}}}}
+    assert resolve_backend("auto", info, allow_int8=True) == "openvino-int8"  # bf16 timed but never scored
+    scored = {**info, "bf16": {"runtimes": {"openvino-bf16": {"score": 80.0}}}}
+    assert resolve_backend("auto", scored) == "openvino"  # fp32 only: bf16 is reduced precision
+    assert resolve_backend("auto", scored, allow_int8=True) == "openvino-bf16"  # fastest over both shapes
+    assert choose(ms, allow_int8=False) == "openvino"

@@ -14,6 +14,7 @@ import paddle
 import pytest
 
 from ernie_tiny.config import ConfigError, load_config
+from ernie_tiny.deploy.openvino_runtime import native_bf16
 from ernie_tiny.deploy.schema import TASK_FILE, ExportConfig, FinetuneConfig
 from ernie_tiny.files import TMP_PREFIX
 
@@ -109,6 +110,11 @@ def test_sequence_export_writes_a_checked_inference_directory(sequence_export):
     assert set(info["checks"]) == {"paddle_inference", "onnxruntime", "onnxruntime_fused", "openvino",
                                    "openvino_shape_models"}  # OpenVINO's per-shape models checked too
     assert info["first_token_graph"] is True  # a sequence head: the last layer runs for [CLS] only
+    if native_bf16():  # OpenVINO bf16 scored against fp32, on its dynamic model and per shape
+        assert set(info["bf16"]["runtimes"]) == {"openvino-bf16", "openvino-bf16 shape models"}
+        assert info["bf16"]["fp32"] is not None and info["bf16"]["source"] == "model.onnx"
+    else:
+        assert info["bf16"] is None
     for check in info["checks"].values():
         assert check["max_abs_diff"] <= ATOL and check["argmax_agreement"] == 1.0
     assert not any(p.name.startswith(TMP_PREFIX) for p in out.parent.iterdir())  # the temporary replaced it
@@ -271,9 +277,10 @@ def test_latency_benchmark_times_every_runtime_on_the_same_inputs(sequence_expor
     assert main(["latency", "--model_dir", str(out), "--batches", "1", "4", "--seqs", "16", "--iters", "3",
                  "--warmup", "1", "--matmul_size", "256", "--output", str(report), "--json", str(raw)]) == 0
     rows = json.loads(raw.read_text())["rows"]
+    bf16 = ("openvino-bf16",) if native_bf16() else ()
     assert {(r["runtime"], r["batch"]) for r in rows} == {
-        (n, b) for n in ("eager", "paddle", "ort-defaults", "ov-defaults", "onnx", "onnx-fused", "onnx-int8",
-                         "openvino", "openvino-int8", "auto") for b in (1, 4)}
+        (n, b) for n in ("eager", "paddle", "ort-defaults", "ov-fp32", "ov-defaults", "onnx", "onnx-fused", "onnx-int8",
+                         "openvino", "openvino-int8", "auto", *bf16) for b in (1, 4)}
     assert all(r["time_vs_baseline"] > 0 for r in rows)
     assert all(r["time_vs_baseline"] == 1.0 for r in rows if r["runtime"] == "ort-defaults")
     assert all(r["n"] == 3 and 0 < r["median_ms"] <= r["p99_ms"] and r["gflops"] > 0 for r in rows)
@@ -284,7 +291,8 @@ def test_latency_benchmark_times_every_runtime_on_the_same_inputs(sequence_expor
     meta = json.loads(raw.read_text())["meta"]
     assert meta["baseline"].startswith("the whole source model") and meta["baseline"] in table
     gflop = {r["runtime"]: r["gflop"] for r in rows if r["batch"] == 1}
-    assert gflop["ort-defaults"] == gflop["ov-defaults"] == gflop["eager"] > gflop["openvino"] == gflop["onnx"]
+    assert gflop["ort-defaults"] == gflop["ov-defaults"] == gflop["ov-fp32"] == gflop["eager"] > gflop["openvino"] \
+        == gflop["onnx"]
     assert main(["latency", "--model_dir", str(tmp_path)]) == 2  # not an inference directory
 
 
@@ -364,7 +372,8 @@ def test_export_times_every_backend_and_auto_runs_the_fastest_fp32(sequence_expo
     _, out = sequence_export
     info = json.loads((out / "deploy.json").read_text())
     timing = info["timing"]
-    assert set(timing["median_ms"]) == {"paddle", "onnx", "onnx-fused", "onnx-int8", "openvino", "openvino-int8"}
+    assert set(timing["median_ms"]) == {"paddle", "onnx", "onnx-fused", "onnx-int8", "openvino", "openvino-int8",
+                                        *(("openvino-bf16",) if native_bf16() else ())}
     assert timing["shapes"] == [[1, 128], [4, 128]] and all(len(t) == 2 and min(t) > 0
                                                              for t in timing["median_ms"].values())
     assert isinstance(timing["cpu"]["instruction_sets"], list)
@@ -387,6 +396,7 @@ def test_export_times_every_backend_and_auto_runs_the_fastest_fp32(sequence_expo
 
 
 def test_openvino_backend_matches_eager(sequence_export):
+    from ernie_tiny.deploy.inputs import DeployInputError
     from ernie_tiny.deploy.predictor import Predictor
 
     model_dir, out = sequence_export
@@ -400,6 +410,14 @@ def test_openvino_backend_matches_eager(sequence_export):
     np.testing.assert_allclose(np.stack(dynamic.logits(dynamic.encode(TEXTS * 2))), np.concatenate([expected] * 2),
                                atol=ATOL, rtol=0)
     assert not dynamic.backend.static and "recurring" not in dynamic.description
+    if not native_bf16():
+        with pytest.raises(DeployInputError, match="computes bf16 natively"):
+            Predictor(out, backend="openvino-bf16")
+        return
+    bf16 = Predictor(out, backend="openvino-bf16", batch_size=2)
+    assert "bf16 arithmetic" in bf16.description
+    got = np.stack(bf16.logits(bf16.encode(TEXTS)))
+    assert 0 < np.abs(got - expected).max() < 0.05 * max(1.0, np.abs(expected).max())  # bf16: close, not equal
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,8 @@ def test_server_and_infer_refuse_gpu_flags_for_onnx_and_bad_flags_before_loading
     assert backend_options(parser.parse_args(["--backend", "openvino", "--static_shapes", "0"]))["static_shapes"] == 0
     assert "static_shapes" not in backend_options(parser.parse_args(["--backend", "openvino"]))  # the backend's default
     assert server_main_fails(["--model_dir", "no/such/dir", "--backend", "onnx", "--static_shapes", "2"], capsys) == \
-        "error: --static_shapes is a count (0 or more) for the openvino backends (openvino, openvino-int8) and auto, " \
+        "error: --static_shapes is a count (0 or more) for the openvino backends (openvino, openvino-int8, " \
+        "openvino-bf16) and auto, " \
         "not --backend onnx"
     server = load_server_module()
     assert server.main(["--model_dir", "no/such/dir", "--backend", "onnx", "--device", "gpu"]) == 2

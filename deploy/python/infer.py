@@ -6,9 +6,9 @@
 
 Backends (--backend; ernie_tiny.deploy.predictor lists them): paddle (Paddle Inference; CPU with
 oneDNN unless --no_mkldnn, or --device gpu with --precision fp16 and --trt where the GPU build has
-TensorRT), onnx, onnx-fused and onnx-int8 (onnxruntime, CPU), openvino and openvino-int8; auto
-(the default): on CPU the fastest fp32 backend the export timed (--allow_int8: int8 too), on GPU
-paddle. Pair tasks take "text<TAB>pair" lines. Prints "label<TAB>score<TAB>text" per line
+TensorRT), onnx, onnx-fused and onnx-int8 (onnxruntime, CPU), openvino, openvino-int8 and
+openvino-bf16 (where the export's CPU computes bf16 natively); auto (the default): on CPU the
+fastest fp32 backend the export timed (--allow_int8: int8 and bf16 too), on GPU paddle. Pair tasks take "text<TAB>pair" lines. Prints "label<TAB>score<TAB>text" per line
 (token tasks: "char/label ..."), or writes JSON lines with --output. Blank lines are skipped;
 JSON lines carry the input line number. The same predictor is importable:
 ``from ernie_tiny.deploy.predictor import Predictor``.

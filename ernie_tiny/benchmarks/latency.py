@@ -8,15 +8,16 @@ plain onnxruntime as a user runs it, and eager Paddle, on the same inputs, in on
 * runtimes: ``eager`` (the finetuned model the export was made from, dygraph, no gradients),
   ``paddle`` (Paddle Inference, oneDNN on), ``paddle-no-mkldnn`` (only when asked),
   ``ort-defaults`` (onnxruntime's ``InferenceSession`` with its default options: its worker
-  threads spin between calls) and ``ov-defaults`` (OpenVINO's ``compile_model`` with its default
-  properties: bf16 arithmetic on CPUs with native bf16), both on the whole model as users export
-  it elsewhere (``baseline_graph``: the source model through paddle2onnx, not the export's
-  first-token graph), the predictor's ``onnx``, ``onnx-fused`` and ``onnx-int8`` (onnxruntime,
-  threads not spinning), ``openvino`` and ``openvino-int8`` (when the package is installed and
-  the export checked them; ``openvino-dynamic`` and ``openvino-int8-dynamic`` only when asked:
-  the same without models compiled per recurring shape), and ``auto`` (what the predictor's ``auto`` runs, named in the
-  report; its own session), all with the same thread count. Only the forward pass is timed
-  (tokenization is the same for all and not included);
+  threads spin between calls), ``ov-defaults`` (OpenVINO's ``compile_model`` with its default
+  properties: bf16 arithmetic on CPUs with native bf16) and ``ov-fp32`` (the same in fp32), all
+  on the whole model as users export it elsewhere (``baseline_graph``: the source model through
+  paddle2onnx, not the export's first-token graph); then the predictor's ``onnx``,
+  ``onnx-fused`` and ``onnx-int8`` (onnxruntime, threads not spinning), ``openvino``,
+  ``openvino-bf16`` and ``openvino-int8`` (when the package is installed and the export checked
+  them; ``openvino-dynamic`` and ``openvino-int8-dynamic`` only when asked: the same without
+  models compiled per recurring shape), and ``auto`` (what the predictor's ``auto`` runs, named
+  in the report; its own session), all with the same thread count. Only the forward pass is
+  timed (tokenization is the same for all and not included);
 * timing: after ``--warmup`` untimed calls, ``--iters`` timed calls per shape, taken in turns by
   blocks (each round: every runtime rests, makes one untimed call, then 5 timed calls back to
   back), so a change in background load affects all runtimes alike, and no runtime runs while
@@ -48,10 +49,11 @@ import time
 from pathlib import Path
 
 BASELINE = "ort-defaults"  # the "time vs" column: plain onnxruntime as a user runs it
-PEER = "ov-defaults"  # plain OpenVINO as a user runs it, on the same whole-model graph
+PEER = "ov-defaults"  # plain OpenVINO as a user runs it, on the same whole-model graph (bf16 on CPUs with native bf16)
+PEER_FP32 = "ov-fp32"  # the same with fp32 arithmetic asked for
 DYNAMIC_ONLY = {"openvino-dynamic": "openvino", "openvino-int8-dynamic": "openvino-int8"}  # no per-shape models
-RUNTIMES = ("eager", "paddle", "paddle-no-mkldnn", BASELINE, PEER, "onnx", "onnx-fused", "onnx-int8", "openvino",
-            "openvino-dynamic", "openvino-int8", "openvino-int8-dynamic", "auto")
+RUNTIMES = ("eager", "paddle", "paddle-no-mkldnn", BASELINE, PEER_FP32, PEER, "onnx", "onnx-fused", "onnx-int8",
+            "openvino", "openvino-dynamic", "openvino-bf16", "openvino-int8", "openvino-int8-dynamic", "auto")
 DEFAULT_RUNTIMES = tuple(name for name in RUNTIMES if name != "paddle-no-mkldnn" and name not in DYNAMIC_ONLY)
 BLOCK, MIN_ROUNDS = 5, 3  # timed calls per runtime per round; rounds taken even past --max_seconds
 
@@ -125,8 +127,8 @@ def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads
             runtimes[name] = PaddleBackend(model_dir, threads=threads, mkldnn=name == "paddle")
         elif name == BASELINE:
             runtimes[name] = _onnxruntime_defaults(baseline, threads)
-        elif name == PEER:
-            runtimes[name] = _openvino_defaults(baseline, threads)
+        elif name in (PEER, PEER_FP32):
+            runtimes[name] = _openvino_defaults(baseline, threads, fp32=name == PEER_FP32)
         elif name in DYNAMIC_ONLY:
             runtimes[name] = make_backend(model_dir, DYNAMIC_ONLY[name], threads=threads, static_shapes=0)
         else:
@@ -147,14 +149,16 @@ def _onnxruntime_defaults(path: Path, threads: int):
                                                                 "token_type_ids": token_type_ids})[0]
 
 
-def _openvino_defaults(path: Path, threads: int):
+def _openvino_defaults(path: Path, threads: int, fp32: bool = False):
     """Plain OpenVINO as a user runs it: ``compile_model(model.onnx, "CPU")`` with its default
     properties (latency hint; on CPUs with native bf16, AVX-512 BF16 or AMX, bf16 arithmetic),
-    only the thread count set like every other runtime's. ``.precision``: what it computes in."""
+    only the thread count set like every other runtime's (``fp32``: and fp32 arithmetic).
+    ``.precision``: what it computes in."""
     import numpy as np
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    properties = {"INFERENCE_NUM_THREADS": threads, **({"INFERENCE_PRECISION_HINT": "f32"} if fp32 else {})}
+    compiled = ov.Core().compile_model(str(path), "CPU", properties)
     request = compiled.create_infer_request()
 
     def run(input_ids, token_type_ids):
@@ -289,8 +293,9 @@ def format_report(meta: dict, rows: list) -> str:
         f"; auto runs {meta['auto']}. Model files (MB): "
         + (", ".join(f"{name} {mb:g}" for name, mb in meta["sizes_mb"].items()) or "-") + "." + meta["pruning"],
         f"{BASELINE} runs {meta.get('baseline', '-')}"
-        + (f", and so does {PEER} (OpenVINO's default properties; it computes in {meta['peer_precision']} here)"
-           if meta.get("peer_precision") else "") + "; the other runtimes run the export's graphs"
+        + (f", and so do {PEER} (OpenVINO's default properties; it computes in {meta['peer_precision']} here) and "
+           f"{PEER_FP32} (the same in fp32)" if meta.get("peer_precision") else "")
+        + "; the other runtimes run the export's graphs"
         + (" (first-token graph: the last layer computes only the [CLS] row the logits read; GFLOP counts what each "
            "graph computes)" if meta.get("first_token_graph") else "") + ".",
         f"Measured fp32 matmul rate ({meta['matmul_size']}^3, same threads, best of before and after): "
@@ -335,11 +340,12 @@ def main(args: argparse.Namespace) -> int:
     info = read_deploy_info(model_dir)
     eager_model = args.eager_model or info.get("source_model")
     names = list(dict.fromkeys(args.runtimes))
-    present = {BASELINE: available("onnx", info), PEER: available("onnx", info) and openvino_installed(), "eager": eager_model and Path(eager_model, "config.json").is_file(),
+    present = {BASELINE: available("onnx", info),
+               **{peer: available("onnx", info) and openvino_installed() for peer in (PEER, PEER_FP32)}, "eager": eager_model and Path(eager_model, "config.json").is_file(),
                **{name: available(name, info) for name in (*ONNX_FILES, *OPENVINO_FILES)},
                **{name: available(backend, info) for name, backend in DYNAMIC_ONLY.items()}}
     for name in [n for n in names if n in present and not present[n]]:
-        why = ("the openvino package is not installed" if name in (*OPENVINO_FILES, *DYNAMIC_ONLY, PEER)
+        why = ("the openvino package is not installed" if name in (*OPENVINO_FILES, *DYNAMIC_ONLY, PEER, PEER_FP32)
                and not openvino_installed()
                else f"not in {model_dir}" + (" (--eager_model DIR)" if name == "eager" else ""))
         print(f"skipping {name}: {why}", file=sys.stderr)
@@ -349,8 +355,8 @@ def main(args: argparse.Namespace) -> int:
     rates = matmul_rate(threads, args.matmul_size)
     scratch = tempfile.TemporaryDirectory(prefix="latency_baseline_")  # removed when main returns
     baseline, baseline_is = (baseline_graph(model_dir, info, eager_model, Path(scratch.name))
-                             if {BASELINE, PEER} & set(names) else (None, "-"))
-    whole = {"eager"} | ({BASELINE, PEER} if baseline != model_dir / str(info.get("onnx")) else set())  # whole-model graphs
+                             if {BASELINE, PEER, PEER_FP32} & set(names) else (None, "-"))
+    whole = {"eager"} | ({BASELINE, PEER, PEER_FP32} if baseline != model_dir / str(info.get("onnx")) else set())  # whole-model graphs
     runtimes = build_runtimes(names, model_dir, eager_model, info, threads, baseline)
     rng = np.random.default_rng(args.seed)
     vocab = config["vocab_size"]

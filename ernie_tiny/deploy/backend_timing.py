@@ -6,7 +6,7 @@ gains more where plain onnxruntime leaves more of the matmul rate unused), so th
 times each backend at batch 1 and a larger batch at the task's length and writes
 ``deploy.json``'s ``timing`` (the CPU's instruction sets, the shapes, the median milliseconds
 per backend and shape, and the choice). ``auto`` takes the fp32 choice, or the overall one
-when the user allows int8. Timings are medians of back-to-back calls (sleeping between calls
+when the user allows reduced precision (int8, and bf16 where the CPU has it: ``--allow_int8``). Timings are medians of back-to-back calls (sleeping between calls
 slows onnxruntime's batch-1 latency); on a shared machine they are noisy, so each run records
 its own.
 """
@@ -22,7 +22,9 @@ import numpy as np
 CPU_FLAGS = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512F", "avx512bw": "AVX-512BW",
              "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX-512 BF16",
              "amx_tile": "AMX", "amx_int8": "AMX-INT8", "amx_bf16": "AMX-BF16"}
-INT8_BACKENDS = ("onnx-int8", "openvino-int8")
+# backends that compute in lower precision than fp32, scored against fp32 at export instead of
+# matching eager to a tolerance: auto takes them only when allowed (``--allow_int8``)
+REDUCED_PRECISION = ("onnx-int8", "openvino-int8", "openvino-bf16")
 # Seconds to rest before timing a runtime in a process where another one just ran: worker
 # threads spin for a while after a call (Intel OpenMP's, under Paddle, 200 ms by default:
 # KMP_BLOCKTIME; onnxruntime's default session's; OpenVINO's) and take the cores from whatever
@@ -74,14 +76,15 @@ def time_backends(backends: Dict[str, Callable], shapes: Sequence[Sequence[int]]
         inputs = timing_inputs(batch, length, vocab_size)
         for name, run in backends.items():
             time.sleep(SPIN_PAUSE)
-            out[name].append(median_ms(run, inputs, repeats, warmup))
+            # a backend that compiles a recurring shape on its own (OpenVINO) does so in its warm-up, not its timing
+            out[name].append(median_ms(run, inputs, repeats, max(warmup, getattr(run, "promote_after", 0))))
     return out
 
 
 def choose(ms: Dict[str, List[float]], allow_int8: bool) -> str:
     """The fastest backend over all timed shapes (geometric mean: each shape weighs the same as
-    a ratio); int8 only if allowed."""
-    allowed = {n: t for n, t in ms.items() if t and (allow_int8 or n not in INT8_BACKENDS)}
+    a ratio); int8 and bf16 (``REDUCED_PRECISION``) only if allowed."""
+    allowed = {n: t for n, t in ms.items() if t and (allow_int8 or n not in REDUCED_PRECISION)}
     if not allowed:
         raise ValueError("no timed backend to choose from")
     return min(allowed, key=lambda n: (math.fsum(math.log(max(t, 1e-6)) for t in allowed[n]), n))

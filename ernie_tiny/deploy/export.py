@@ -23,7 +23,9 @@ Steps, top to bottom (``run``):
    of the fused graph (the plain one without ``Export.fuse``), run by onnxruntime; ``static``
    (QDQ, calibrated on train examples) of the plain graph, run by onnxruntime and OpenVINO.
    fp32 and every int8 runtime are scored on the same dev examples with the task metric, and
-   one that loses more than ``Export.max_int8_drop`` points fails the export;
+   one that loses more than ``Export.max_int8_drop`` points fails the export; OpenVINO's bf16
+   arithmetic (``Export.bf16``, on CPUs that compute bf16 natively) is scored the same way
+   (``Export.max_bf16_drop``), so the ``openvino-bf16`` backend ships only where it was scored;
 6. timing (``Export.timing_repeats``): every CPU backend is timed at batch 1 and
    ``Export.timing_batch`` at the task's length (``ernie_tiny.deploy.backend_timing``); ``auto``
    then runs the fastest (``deploy.json`` ``timing``), and the model files' sizes are recorded.
@@ -48,8 +50,9 @@ import numpy as np
 from ernie_tiny.config import ConfigError, dump_config
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE
 from ernie_tiny.files import replacing_directory
-from ernie_tiny.deploy.predictor import (INPUT_NAMES, ONNX_FILES, OPENVINO_FILES, OnnxBackend, OpenVinoBackend,
-                                         PaddleBackend, checked_on_openvino, openvino_installed)
+from ernie_tiny.deploy.openvino_runtime import native_bf16
+from ernie_tiny.deploy.predictor import (INPUT_NAMES, ONNX_FILES, OPENVINO_FILES, OPENVINO_PRECISION, OnnxBackend,
+                                         OpenVinoBackend, PaddleBackend, checked_on_openvino, openvino_installed)
 from ernie_tiny.deploy.schema import TASK_FILE, ExportConfig
 from ernie_tiny.tasks.encode import Features, collate
 
@@ -180,17 +183,43 @@ def export_onnx(tmp: Path, files: dict, opset: int) -> str:
     return "model.onnx"
 
 
-SHAPE_MODELS = "openvino-int8 shape models"  # int8.runtimes: OpenVINO int8 with every shape compiled on its own
 SCORED_SHAPES = 16  # shapes compiled on their own while scoring (the rest run on the dynamic model)
+
+
+def shape_models(name: str) -> str:
+    """The name under which a gate scores an OpenVINO backend with every shape compiled on its own."""
+    return f"{name} shape models"
+
+
+def gate(what: str, fp32, scored: dict, evaluated, card, labels, pad: int, max_drop: float, hint: str) -> dict:
+    """fp32 and every ``scored`` backend on the same dev examples with the task metric; an
+    ExportCheckError if one scores more than ``max_drop`` points below fp32. Returns the scores."""
+    from ernie_tiny.deploy.quantize import compare_scores
+
+    scores = compare_scores({"fp32": fp32, **scored}, evaluated, card, labels, pad)
+    for name in scored:
+        print(f"{what} on {name}: dev {card.metric} {scores[name]['score']:.2f} vs fp32 {scores['fp32']['score']:.2f} "
+              f"on {len(evaluated)} examples; predictions agree {scores[name]['agreement']:.2%}", flush=True)
+        drop = scores["fp32"]["score"] - scores[name]["score"]
+        if drop > max_drop:
+            raise ExportCheckError(f"{what} on {name} scores {drop:.2f} points below fp32 on {len(evaluated)} dev "
+                                   f"examples (> {max_drop}): {hint}")
+    return scores
+
+
+def with_shape_models(name: str, path: Path, **options) -> dict:
+    """An OpenVINO backend to score twice: on its dynamic model, and with each shape compiled on
+    its own (as recurring shapes run; those compute slightly differently)."""
+    return {name: OpenVinoBackend(path, static_shapes=0, **options),
+            shape_models(name): OpenVinoBackend(path, static_shapes=SCORED_SHAPES, promote_after=1, **options)}
 
 
 def add_int8(tmp: Path, onnx_file: str, ex, card, labels, calibration, evaluated, pad: int, fp32,
              openvino: bool) -> tuple:
     """Quantize, then score fp32 and every runtime of the int8 model (onnxruntime; OpenVINO too
-    when ``openvino`` and the model is QDQ, which it reads, on its dynamic model and on models
-    compiled per shape, which compute slightly differently) on the same dev examples; fails if
+    when ``openvino`` and the model is QDQ, which it reads) on the same dev examples; fails if
     any of them drops too far. Returns the record and the int8 backends by backend name."""
-    from ernie_tiny.deploy.quantize import OPENVINO_READS, compare_scores, quantize_onnx
+    from ernie_tiny.deploy.quantize import OPENVINO_READS, quantize_onnx
 
     target = tmp / "model.int8.onnx"
     done = quantize_onnx(tmp / onnx_file, target, ex.int8, calibration, pad)
@@ -201,24 +230,27 @@ def add_int8(tmp: Path, onnx_file: str, ex, card, labels, calibration, evaluated
         except RuntimeError as err:  # OpenVINO's compile errors; the onnxruntime int8 model still ships
             print(f"OpenVINO cannot compile {target.name} ({str(err).splitlines()[0]}): the openvino-int8 backend "
                   f"is left out", flush=True)
-    scored = dict(int8)
-    if "openvino-int8" in int8:
-        scored["openvino-int8"] = OpenVinoBackend(target, static_shapes=0)
-        scored[SHAPE_MODELS] = OpenVinoBackend(target, static_shapes=SCORED_SHAPES, promote_after=1)
-    scores = compare_scores({"fp32": fp32, **scored}, evaluated, card, labels, pad)
+    scored = {"onnx-int8": int8["onnx-int8"], **(with_shape_models("openvino-int8", target) if "openvino-int8" in int8
+                                                 else {})}
+    scores = gate(f"int8 ({ex.int8})", fp32, scored, evaluated, card, labels, pad, ex.max_int8_drop,
+                  "try the other Export.int8 mode, or Export.int8: off")
     result = {**done, "mode": ex.int8, "source": onnx_file, "metric": card.metric, "dev_examples": len(evaluated),
               "fp32": scores["fp32"]["score"], "int8": scores["onnx-int8"]["score"],
               "agreement": scores["onnx-int8"]["agreement"], "max_drop": ex.max_int8_drop, "file": target.name,
               "runtimes": {name: scores[name] for name in scored}}
-    for name in scored:
-        print(f"int8 ({ex.int8}, {name}): dev {card.metric} {scores[name]['score']:.2f} vs fp32 {result['fp32']:.2f} "
-              f"on {len(evaluated)} examples; predictions agree {scores[name]['agreement']:.2%}", flush=True)
-        drop = result["fp32"] - scores[name]["score"]
-        if drop > ex.max_int8_drop:
-            raise ExportCheckError(f"int8 ({ex.int8}) on {name} scores {drop:.2f} points below fp32 on "
-                                   f"{len(evaluated)} dev examples (> Export.max_int8_drop {ex.max_int8_drop}): try "
-                                   f"the other Export.int8 mode, or Export.int8: off")
     return result, int8
+
+
+def add_bf16(onnx_path: Path, ex, card, labels, evaluated, pad: int, fp32) -> tuple:
+    """OpenVINO in bf16 arithmetic on the plain graph, scored against OpenVINO fp32 on the same
+    dev examples; fails if it drops more than ``Export.max_bf16_drop``. Returns the record and
+    the backend."""
+    scores = gate("bf16", fp32, with_shape_models("openvino-bf16", onnx_path, precision="bf16"), evaluated, card,
+                  labels, pad, ex.max_bf16_drop, "Export.bf16: false leaves the openvino-bf16 backend out")
+    record = {"metric": card.metric, "dev_examples": len(evaluated), "fp32": scores["fp32"]["score"],
+              "max_drop": ex.max_bf16_drop, "source": onnx_path.name,
+              "runtimes": {name: scores[name] for name in scores if name != "fp32"}}
+    return record, OpenVinoBackend(onnx_path, precision="bf16")
 
 
 def add_fused(tmp: Path, onnx_file: str, model_config) -> tuple:
@@ -241,13 +273,14 @@ def add_timing(tmp: Path, info: dict, ex, length: int, vocab_size: int, checked:
                      for name, key in ONNX_FILES.items() if info.get(key)})
     for name, key in OPENVINO_FILES.items():
         if checked_on_openvino(name, info):
-            backends[name] = checked.get(name) or OpenVinoBackend(tmp / info[key])
+            backends[name] = checked.get(name) or OpenVinoBackend(tmp / info[key],
+                                                                  precision=OPENVINO_PRECISION.get(name, "f32"))
     shapes = [(1, length), (ex.timing_batch, length)]
     ms = time_backends(backends, shapes, vocab_size, ex.timing_repeats, ex.timing_warmup)
     record = timing_record(ms, shapes, ex.timing_repeats)
     for name, times in ms.items():
         print(f"timing {name}: " + ", ".join(f"{b}x{n} {t:g} ms" for (b, n), t in zip(shapes, times)), flush=True)
-    print(f"auto: {record['auto']['fp32']} (fp32), {record['auto']['int8']} (int8 allowed); CPU "
+    print(f"auto: {record['auto']['fp32']} (fp32), {record['auto']['int8']} (int8 and bf16 allowed); CPU "
           f"{' '.join(record['cpu']['instruction_sets']) or 'unknown'}", flush=True)
     return record
 
@@ -288,10 +321,12 @@ def run(config: ExportConfig) -> Path:
         vocab_dir = tempfile.TemporaryDirectory(prefix="pruned_vocab_")  # removed when run() returns
         model, tokenizer, pruning = prune_for_task(model, tokenizer, card, task, ex, Path(vocab_dir.name))
         pad = tokenizer.pad_token_id
-    needed = 0 if ex.int8 != "off" and ex.eval_examples == 0 else max(ex.check_examples, ex.eval_examples)
+    gated = ex.int8 != "off" or (ex.bf16 and ex.onnx and ex.openvino)  # scored on dev examples: 0 = all of them
+    needed = 0 if gated and ex.eval_examples == 0 else max(ex.check_examples, ex.eval_examples)
     sample = Sample(max_train_examples=ex.calibration_examples, max_dev_examples=needed, max_length=task["max_length"])
     dev_features = TaskData.load(card, "dev", sample, tokenizer, ex.data_dir, labels=task["labels"]).features
     batches = check_batches(dev_features[:ex.check_examples], pad)
+    evaluated = dev_features[:ex.eval_examples] if ex.eval_examples else dev_features  # what int8 and bf16 are scored on
     reference = [eager_logits(model, b) for b in batches]  # before to_static turns the model static
 
     output_dir = Path(config.Global.output_dir)
@@ -303,7 +338,7 @@ def run(config: ExportConfig) -> Path:
         info = {"format": "ernie-tiny-inference/1", **{k: task[k] for k in TASK_KEYS}, "pad_token_id": pad,
                 "inputs": list(INPUT_NAMES), "paddle": files, "onnx": None, "onnx_int8": None,
                 "paddle_version": paddle.__version__, "source_model": str(config.Model.path), "checks": {},
-                "int8": None, "onnx_fused": None, "fusion": None, "timing": None,
+                "int8": None, "bf16": None, "onnx_fused": None, "fusion": None, "timing": None,
                 "vocab_pruning": pruning if ex.prune_vocab else None,
                 "first_token_graph": graph is not model}
         write_info(tmp, info)
@@ -321,6 +356,9 @@ def run(config: ExportConfig) -> Path:
                                                                             batches, ex.atol)
             elif ex.openvino:
                 print("OpenVINO is not installed (pip install -e .): the openvino backend is left out", flush=True)
+            if ex.bf16 and "openvino" in checked and native_bf16():
+                info["bf16"], checked["openvino-bf16"] = add_bf16(tmp / info["onnx"], ex, card, task["labels"],
+                                                                  evaluated, pad, checked["openvino"])
             if ex.fuse:
                 info["onnx_fused"], info["fusion"] = add_fused(tmp, info["onnx"], model.config)
                 checked["onnx-fused"] = OnnxBackend(tmp / info["onnx_fused"])
@@ -330,7 +368,6 @@ def run(config: ExportConfig) -> Path:
             calibration = []
             if ex.int8 == "static":
                 calibration = TaskData.load(card, "train", sample, tokenizer, ex.data_dir, labels=task["labels"]).features
-            evaluated = dev_features[:ex.eval_examples] if ex.eval_examples else dev_features
             source = SOURCE_GRAPH[ex.int8] if SOURCE_GRAPH[ex.int8] in checked else "onnx"  # the fp32 backend
             info["int8"], int8 = add_int8(tmp, info[ONNX_FILES[source]], ex, card, task["labels"], calibration,
                                           evaluated, pad, checked[source], openvino="openvino" in checked)

@@ -10,6 +10,10 @@ model the ``promote_after``-th time it is called with it, up to ``static_shapes`
 backend's life (the first ones to recur keep them: nothing is evicted, so a mix of shapes never
 recompiles over and over). The predictor pads lengths to a multiple of 16 and batches to a fixed
 size, so a server sees few shapes.
+
+``precision``: ``f32`` (the default: OpenVINO's own default on CPUs with native bf16, AVX-512
+BF16 or AMX, is bf16 arithmetic, which misses the export's fp32 tolerance) or ``bf16`` (the
+``openvino-bf16`` backend, where ``native_bf16()``: scored against fp32 at export like int8).
 """
 from __future__ import annotations
 
@@ -30,18 +34,27 @@ def openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively on this CPU (AVX-512 BF16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 class OpenVinoBackend:
     """OpenVINO on CPU over an ONNX file: ``backend(input_ids, token_type_ids) -> logits``
     (dynamic batch and length; recurring shapes compiled on their own; latency hint, a fixed
-    thread count, fp32 arithmetic where the model is fp32)."""
+    thread count, ``precision`` arithmetic where the model is float)."""
 
     def __init__(self, path: str | Path, threads: int = 0, static_shapes: int = STATIC_SHAPES,
-                 promote_after: int = PROMOTE_AFTER):
+                 promote_after: int = PROMOTE_AFTER, precision: str = "f32"):
         import openvino as ov
 
         self.core = ov.Core()
+        if precision not in ("f32", "bf16"):
+            raise ValueError(f"OpenVINO precision {precision!r}: 'f32' or 'bf16'")
         self.properties = {"INFERENCE_NUM_THREADS": threads or inference_threads(), "PERFORMANCE_HINT": "LATENCY",
-                           "INFERENCE_PRECISION_HINT": "f32"}  # on CPUs with bf16 it would otherwise run bf16
+                           "INFERENCE_PRECISION_HINT": precision}
         self.model = self.core.read_model(str(path))
         self.input_names = [port.get_any_name() for port in self.model.inputs]
         self.dynamic = self._compile(self.model)
@@ -49,7 +62,8 @@ class OpenVinoBackend:
         self.static = {}  # (batch, length) -> (compiled model, infer request) for that shape only
         self.calls = Counter()  # calls by shape not yet compiled on its own
         shapes = f", up to {static_shapes} recurring shapes compiled on their own" if static_shapes else ""
-        self.description = f"openvino {ov.__version__.split('-')[0]} cpu ({Path(path).name}{shapes})"
+        arithmetic = ", bf16 arithmetic" if precision == "bf16" else ""
+        self.description = f"openvino {ov.__version__.split('-')[0]} cpu ({Path(path).name}{arithmetic}{shapes})"
 
     def _compile(self, model) -> tuple:
         compiled = self.core.compile_model(model, "CPU", self.properties)

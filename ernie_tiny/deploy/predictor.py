@@ -9,12 +9,14 @@ two runtimes:
 * ``onnx`` / ``onnx-fused`` / ``onnx-int8``: onnxruntime on CPU, on the plain paddle2onnx
   conversion, on its fused graph (``ernie_tiny.deploy.onnx_fusion``), or on the int8 model
   (``ernie_tiny.deploy.quantize``: static QDQ of the plain graph, or dynamic of the fused one).
-* ``openvino`` / ``openvino-int8``: OpenVINO's CPU runtime on the plain ONNX export (it reads
-  ONNX directly; the fused graph's onnxruntime-only ops it does not), or on the static (QDQ)
-  int8 model, when the ``openvino`` package is installed and the export checked it.
+* ``openvino`` / ``openvino-int8`` / ``openvino-bf16``: OpenVINO's CPU runtime
+  (``ernie_tiny.deploy.openvino_runtime``) on the plain ONNX export (it reads ONNX directly; the
+  fused graph's onnxruntime-only ops it does not), on the static (QDQ) int8 model, or on the
+  plain export in bf16 arithmetic (CPUs with native bf16), when the ``openvino`` package is
+  installed and the export checked it.
 * ``auto``: on CPU, the fastest fp32 backend that the export timed on its machine
-  (``deploy.json`` ``timing``, ``ernie_tiny.deploy.backend_timing``), int8 included only with
-  ``allow_int8``; exports without timings take onnxruntime fp32, and GPU takes Paddle.
+  (``deploy.json`` ``timing``, ``ernie_tiny.deploy.backend_timing``), int8 and bf16 included
+  only with ``allow_int8``; exports without timings take onnxruntime fp32, and GPU takes Paddle.
 
 ``Predictor`` does what every runtime needs around the forward: tokenization with the
 exported tokenizer (the same ``ernie_tiny.tasks.encode`` functions the model was finetuned
@@ -36,16 +38,17 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE, model_file, read_deploy_info  # noqa: F401 (re-exported)
-from ernie_tiny.deploy.backend_timing import INT8_BACKENDS, choose
+from ernie_tiny.deploy.backend_timing import REDUCED_PRECISION, choose
 from ernie_tiny.deploy.inputs import DeployInputError
 from ernie_tiny.deploy.openvino_runtime import STATIC_SHAPES, OpenVinoBackend, openvino_installed
 from ernie_tiny.runtime import inference_threads
 from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode_sequence, encode_tokens
 from ernie_tiny.tasks.readers import Example
 
-BACKENDS = ("auto", "paddle", "onnx", "onnx-fused", "onnx-int8", "openvino", "openvino-int8")
+BACKENDS = ("auto", "paddle", "onnx", "onnx-fused", "onnx-int8", "openvino", "openvino-int8", "openvino-bf16")
 ONNX_FILES = {"onnx": "onnx", "onnx-fused": "onnx_fused", "onnx-int8": "onnx_int8"}  # backend -> deploy.json key
-OPENVINO_FILES = {"openvino": "onnx", "openvino-int8": "onnx_int8"}  # backend -> deploy.json key of its file
+OPENVINO_FILES = {"openvino": "onnx", "openvino-int8": "onnx_int8", "openvino-bf16": "onnx"}  # -> deploy.json key
+OPENVINO_PRECISION = {"openvino-bf16": "bf16"}  # the others: f32 (where the model is float)
 INPUT_NAMES = ("input_ids", "token_type_ids")
 LENGTH_BUCKET = 16
 
@@ -180,7 +183,9 @@ def add_backend_arguments(parser) -> None:
     """The command-line flags that choose and tune a backend (deploy/python/infer.py, deploy/serving/server.py)."""
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto (default): on CPU the fastest fp32 backend timed at export, else paddle")
-    parser.add_argument("--allow_int8", action="store_true", help="auto may pick the int8 model when it timed fastest")
+    parser.add_argument("--allow_int8", action="store_true",
+                        help="auto may pick a reduced-precision model (int8; OpenVINO bf16 where the CPU has it) when "
+                             "it timed fastest: each was scored against fp32 at export")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: paddle backend only")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all available cores)")
     parser.add_argument("--no_mkldnn", action="store_true", help="paddle on CPU: turn oneDNN off (slower)")
@@ -231,7 +236,7 @@ def resolve_backend(backend: str, info: dict, device: str = "cpu", allow_int8: b
         return "paddle"
     timed = {name: ms for name, ms in ((info.get("timing") or {}).get("median_ms") or {}).items()
              if available(name, info)}
-    if timed and (allow_int8 or set(timed) - set(INT8_BACKENDS)):
+    if timed and (allow_int8 or set(timed) - set(REDUCED_PRECISION)):
         return choose(timed, allow_int8)
     return "onnx" if info.get("onnx") else "paddle"
 
@@ -248,9 +253,11 @@ def available(backend: str, info: dict) -> bool:
 
 def checked_on_openvino(backend: str, info: dict) -> bool:
     """Whether the export ran this OpenVINO backend's model: fp32 against eager (``checks``), int8
-    through the int8 accuracy gate (``int8.runtimes``)."""
+    through the int8 accuracy gate (``int8.runtimes``), bf16 through its own (``bf16``)."""
     if backend == "openvino-int8":
         return "openvino-int8" in ((info.get("int8") or {}).get("runtimes") or {})
+    if backend == "openvino-bf16":
+        return "openvino-bf16" in ((info.get("bf16") or {}).get("runtimes") or {})
     return bool((info.get("checks") or {}).get("openvino"))
 
 
@@ -280,18 +287,20 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
         return PaddleBackend(model_dir, **options)
     gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")
     if backend in BACKENDS and (gpu_only or options.get("precision", "fp32") != "fp32"):
-        raise ValueError(f"backend {backend!r} runs on CPU in fp32 (int8: 'onnx-int8', 'openvino-int8'); GPU, fp16 and "
-                         "TensorRT are options of the 'paddle' backend")
+        raise ValueError(f"backend {backend!r} runs on CPU (int8: 'onnx-int8', 'openvino-int8'; bf16: 'openvino-bf16'); "
+                         "GPU, fp16 and TensorRT are options of the 'paddle' backend")
     if backend in OPENVINO_FILES:
         if not openvino_installed():
             raise DeployInputError(f"backend {backend} needs the openvino package (pip install -e .)")
         if not available(backend, info):
             needs = {"openvino": "the ONNX export (Export.onnx: true)",
-                     "openvino-int8": "the static int8 model (Export.int8: static)"}[backend]
+                     "openvino-int8": "the static int8 model (Export.int8: static)",
+                     "openvino-bf16": "Export.bf16: true and an export machine whose CPU computes bf16 natively "
+                                      "(AVX-512 BF16 or AMX)"}[backend]
             raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: backend {backend} needs {needs}, checked on "
                                    f"OpenVINO at export; {model_dir} has none (choose another --backend)")
         return OpenVinoBackend(model_file(model_dir, info[OPENVINO_FILES[backend]]), threads=options.get("threads", 0),
-                               static_shapes=static_shapes)
+                               static_shapes=static_shapes, precision=OPENVINO_PRECISION.get(backend, "f32"))
     if backend in ONNX_FILES:
         key = ONNX_FILES[backend]
         if not info.get(key):

@@ -33,6 +33,7 @@ class FinetuneResult(StageResult):
 class ExportResult(StageResult):
     paddle_max_abs_diff: float          # Paddle Inference against eager
     int8: Optional[dict] = None         # metric, int8 and fp32 dev scores (None without Export.int8)
+    bf16: Optional[dict] = None         # OpenVINO bf16's dev scores (None where it was not checked)
 
     @classmethod
     def read(cls, output_dir) -> Optional["ExportResult"]:
@@ -41,7 +42,7 @@ class ExportResult(StageResult):
         if not (Path(output_dir) / DEPLOY_FILE).is_file():
             return None
         info = read_deploy_info(output_dir)
-        return cls(info["checks"]["paddle_inference"]["max_abs_diff"], info.get("int8"))
+        return cls(info["checks"]["paddle_inference"]["max_abs_diff"], info.get("int8"), info.get("bf16"))
 
     def headline(self) -> str:
         parts = [f"Paddle Inference max abs diff {self.paddle_max_abs_diff:.1e}"]
@@ -50,4 +51,7 @@ class ExportResult(StageResult):
             scores = (", ".join(f"{r['score']:.1f} ({name})" for name, r in runtimes.items()) if len(runtimes) > 1
                       else f"{self.int8['int8']:.1f}")
             parts.append(f"int8 dev {self.int8['metric']} {scores} vs fp32 {self.int8['fp32']:.1f}")
+        if self.bf16:
+            scores = ", ".join(f"{r['score']:.1f} ({name})" for name, r in self.bf16["runtimes"].items())
+            parts.append(f"bf16 dev {self.bf16['metric']} {scores} vs fp32 {self.bf16['fp32']:.1f}")
         return ", ".join(parts)

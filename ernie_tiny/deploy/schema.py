@@ -91,6 +91,11 @@ class ExportSection(Section):
     eval_examples: int = Field(1000, ge=0, description="dev examples scored before and after int8; 0 = all")
     max_int8_drop: float = Field(0.5, ge=0, description="the export fails if int8 scores more than this many "
                                                         "points below fp32 on those dev examples")
+    bf16: bool = Field(True, description="with openvino, where the CPU computes bf16 natively (AVX-512 BF16, AMX): "
+                                         "also check OpenVINO in bf16 arithmetic (the openvino-bf16 backend), scored "
+                                         "against fp32 like int8")
+    max_bf16_drop: float = Field(0.5, ge=0, description="the export fails if bf16 scores more than this many points "
+                                                        "below fp32 on the int8 gate's dev examples")
     prune_vocab: bool = Field(False, description="keep only the tokens of the task's train split (+ special tokens "
                                                  "+ keep_frequent): smaller word embedding and vocab.txt, unseen "
                                                  "tokens read as [UNK]")
