@@ -76,7 +76,11 @@ def test_openvino_int8_runs_only_where_the_int8_gate_scored_it():
     assert resolve_backend("auto", scored, allow_int8=True) == "openvino-int8"
 
 
-def test_openvino_bf16_runs_only_where_its_gate_scored_it_and_only_with_reduced_precision_allowed():
+def test_openvino_bf16_runs_only_where_its_gate_scored_it_and_only_with_reduced_precision_allowed(monkeypatch):
+    import ernie_tiny.deploy.predictor as predictor
+
+    monkeypatch.setattr(predictor, "openvino_installed", lambda: True)
+    monkeypatch.setattr(predictor, "native_bf16", lambda: True)
     ms = {"onnx": [5.0, 50.0], "openvino": [4.0, 40.0], "openvino-bf16": [2.5, 25.0], "openvino-int8": [2.0, 40.0]}
     info = {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "timing": {"median_ms": ms},
             "checks": {"openvino": {"max_abs_diff": 0.0}}, "int8": {"runtimes": {"openvino-int8": {"score": 80.0}}}}
@@ -85,3 +89,26 @@ def test_openvino_bf16_runs_only_where_its_gate_scored_it_and_only_with_reduced_
     assert resolve_backend("auto", scored) == "openvino"  # fp32 only: bf16 is reduced precision
     assert resolve_backend("auto", scored, allow_int8=True) == "openvino-bf16"  # fastest over both shapes
     assert choose(ms, allow_int8=False) == "openvino"
+    monkeypatch.setattr(predictor, "native_bf16", lambda: False)  # served on a CPU without native bf16
+    assert resolve_backend("auto", scored, allow_int8=True) == "openvino-int8"  # OpenVINO would compute fp32 there
+
+
+def test_a_bf16_record_left_out_by_its_gate_reads_as_no_bf16():
+    from ernie_tiny.deploy.predictor import checked_on_openvino
+    from ernie_tiny.deploy.result import ExportResult
+
+    left_out = {"metric": "accuracy", "runtimes": {}, "left_out": "bf16 on openvino-bf16 scores 2.00 points below"}
+    assert not checked_on_openvino("openvino-bf16", {"bf16": left_out})
+    assert "bf16" not in ExportResult(1e-7, None, left_out).headline()
+    scored = {"metric": "accuracy", "fp32": 80.0, "runtimes": {"openvino-bf16": {"score": 79.9}}}
+    assert "bf16 dev accuracy 79.9 (openvino-bf16) vs fp32 80.0" in ExportResult(1e-7, None, scored).headline()
+
+
+def test_the_latency_baseline_is_the_export_itself_only_when_it_is_the_model_as_trained(tmp_path):
+    from ernie_tiny.benchmarks.latency import baseline_graph
+
+    plain = {"onnx": "model.onnx", "head": "sequence", "first_token_graph": False, "vocab_pruning": None}
+    assert baseline_graph(tmp_path, plain, None, tmp_path) == (tmp_path / "model.onnx", "the export's model.onnx", True)
+    for changed in ({"first_token_graph": True}, {"vocab_pruning": {"vocab_after": 10}}):
+        path, what, whole = baseline_graph(tmp_path, {**plain, **changed}, str(tmp_path / "missing"), tmp_path)
+        assert path == tmp_path / "model.onnx" and not whole and "source model was not found" in what

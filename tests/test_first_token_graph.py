@@ -57,6 +57,10 @@ def test_the_export_runs_the_first_token_graph_for_sequence_heads_only():
     assert isinstance(inference_graph(model, "sequence", True), FirstTokenClassifier)
     assert inference_graph(model, "sequence", False) is model
     assert inference_graph(model, "token", True) is model
+    from paddlenlp.transformers import ErnieForTokenClassification
+
+    tagger = ErnieForTokenClassification(ErnieConfig(vocab_size=200, num_labels=3, **SIZES))
+    assert not applies(tagger)  # has a classifier too, but reads every token
     bare = ErnieModel(ErnieConfig(vocab_size=200, **SIZES))
     assert not applies(bare) and inference_graph(bare, "sequence", True) is bare  # no classifier: whole model
     with pytest.raises(TypeError, match="not an ERNIE sequence classifier"):

@@ -10,8 +10,8 @@ plain onnxruntime as a user runs it, and eager Paddle, on the same inputs, in on
   ``ort-defaults`` (onnxruntime's ``InferenceSession`` with its default options: its worker
   threads spin between calls), ``ov-defaults`` (OpenVINO's ``compile_model`` with its default
   properties: bf16 arithmetic on CPUs with native bf16) and ``ov-fp32`` (the same in fp32), all
-  on the whole model as users export it elsewhere (``baseline_graph``: the source model through
-  paddle2onnx, not the export's first-token graph); then the predictor's ``onnx``,
+  on the whole model as users export it elsewhere (``baseline_graph``: for a first-token or
+  pruned export, the source model through paddle2onnx, when it is found); then the predictor's ``onnx``,
   ``onnx-fused`` and ``onnx-int8`` (onnxruntime, threads not spinning), ``openvino``,
   ``openvino-bf16`` and ``openvino-int8`` (when the package is installed and the export checked
   them; ``openvino-dynamic`` and ``openvino-int8-dynamic`` only when asked: the same without
@@ -179,21 +179,22 @@ def whole_model_onnx(model_dir: str, head: str, directory: Path, opset: int) -> 
 
 
 def baseline_graph(model_dir: Path, info: dict, eager_model: str | None, scratch: Path) -> tuple:
-    """The ONNX file ``ort-defaults`` runs and what it is: the export's ``model.onnx`` when that
-    is the whole model; for a first-token export, the whole source model exported here (so the
-    baseline is not given our graph), or, without the source model, the export's own graph."""
+    """The ONNX file the baselines run, what it is, and whether it is the whole model as trained:
+    the export's ``model.onnx`` when that is the model as is (no first-token graph, no pruning);
+    else the whole source model exported here (so the baselines are not given our graph), or,
+    without the source model, the export's own graph."""
     import onnx
 
     own = model_dir / info["onnx"]
-    if not info.get("first_token_graph"):
-        return own, f"the export's {info['onnx']}"
+    if not info.get("first_token_graph") and not info.get("vocab_pruning"):
+        return own, f"the export's {info['onnx']}", True
     if not (eager_model and Path(eager_model, "config.json").is_file()):
-        return own, (f"the export's own first-token {info['onnx']} (the source model was not found: "
-                     f"--eager_model DIR for the whole-model baseline)")
+        return own, (f"the export's own {info['onnx']} (the source model was not found: --eager_model DIR for the "
+                     f"whole-model baseline)"), False
     opset = max(entry.version for entry in onnx.load(str(own), load_external_data=False).opset_import
                 if entry.domain in ("", "ai.onnx"))
     return whole_model_onnx(eager_model, info["head"], scratch, opset), (
-        f"the whole source model exported by paddle2onnx (opset {opset}), as users export it elsewhere")
+        f"the whole source model exported by paddle2onnx (opset {opset}), as users export it elsewhere"), True
 
 
 def _load(model_dir: str, head: str):
@@ -223,11 +224,11 @@ def measure(runtimes: dict, inputs: tuple, iters: int, warmup: int, max_seconds:
     round every runtime rests ``pause`` (default ``SPIN_PAUSE``: the previous runtime's worker
     threads may still be spinning), makes one untimed call and then ``block`` timed calls back to
     back; at least ``MIN_ROUNDS`` rounds, more until ``iters`` calls or ``max_seconds``."""
-    from ernie_tiny.deploy.backend_timing import SPIN_PAUSE
+    from ernie_tiny.deploy.backend_timing import SPIN_PAUSE, warmup_calls
 
     pause = SPIN_PAUSE if pause is None else pause
     for fn in runtimes.values():
-        for _ in range(warmup):
+        for _ in range(warmup_calls(fn, warmup)):
             fn(*inputs)
     times = {name: [] for name in runtimes}
     started, rounds = time.perf_counter(), 0
@@ -354,9 +355,9 @@ def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     rates = matmul_rate(threads, args.matmul_size)
     scratch = tempfile.TemporaryDirectory(prefix="latency_baseline_")  # removed when main returns
-    baseline, baseline_is = (baseline_graph(model_dir, info, eager_model, Path(scratch.name))
-                             if {BASELINE, PEER, PEER_FP32} & set(names) else (None, "-"))
-    whole = {"eager"} | ({BASELINE, PEER, PEER_FP32} if baseline != model_dir / str(info.get("onnx")) else set())  # whole-model graphs
+    baseline, baseline_is, baseline_whole = (baseline_graph(model_dir, info, eager_model, Path(scratch.name))
+                                             if {BASELINE, PEER, PEER_FP32} & set(names) else (None, "-", False))
+    whole = {"eager"} | ({BASELINE, PEER, PEER_FP32} if baseline_whole else set())  # runtimes of whole-model graphs
     runtimes = build_runtimes(names, model_dir, eager_model, info, threads, baseline)
     rng = np.random.default_rng(args.seed)
     vocab = config["vocab_size"]

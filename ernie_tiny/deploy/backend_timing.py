@@ -57,6 +57,13 @@ def timing_inputs(batch: int, length: int, vocab_size: int, seed: int = 0):
     return ids, np.zeros_like(ids)
 
 
+def warmup_calls(run: Callable, warmup: int) -> int:
+    """Untimed calls before timing ``run``: ``warmup``, and at least as many as a backend that
+    compiles a recurring shape on its own (OpenVINO's ``promote_after``) needs to have done so, so
+    the compile is never timed."""
+    return max(warmup, getattr(run, "promote_after", 0))
+
+
 def median_ms(run: Callable, inputs, repeats: int, warmup: int) -> float:
     for _ in range(warmup):
         run(*inputs)
@@ -76,8 +83,7 @@ def time_backends(backends: Dict[str, Callable], shapes: Sequence[Sequence[int]]
         inputs = timing_inputs(batch, length, vocab_size)
         for name, run in backends.items():
             time.sleep(SPIN_PAUSE)
-            # a backend that compiles a recurring shape on its own (OpenVINO) does so in its warm-up, not its timing
-            out[name].append(median_ms(run, inputs, repeats, max(warmup, getattr(run, "promote_after", 0))))
+            out[name].append(median_ms(run, inputs, repeats, warmup_calls(run, warmup)))
     return out
 
 

@@ -18,9 +18,12 @@ from paddle import nn
 
 
 def applies(model) -> bool:
-    """A PaddleNLP ERNIE sequence classifier over ``paddle.nn.TransformerEncoder`` layers."""
+    """A PaddleNLP ``ErnieForSequenceClassification`` over ``paddle.nn.TransformerEncoder`` layers
+    (token, question-answering and multiple-choice heads read other tokens too)."""
+    from paddlenlp.transformers import ErnieForSequenceClassification
+
     encoder = getattr(getattr(model, "ernie", None), "encoder", None)
-    return (hasattr(model, "classifier") and isinstance(encoder, nn.TransformerEncoder)
+    return (isinstance(model, ErnieForSequenceClassification) and isinstance(encoder, nn.TransformerEncoder)
             and all(isinstance(layer, nn.TransformerEncoderLayer) for layer in encoder.layers))
 
 
@@ -54,6 +57,7 @@ class FirstTokenClassifier(nn.Layer):
 
     def forward(self, input_ids, token_type_ids):
         ernie = self.model.ernie
+        # the padding mask as PaddleNLP's ErnieModel.forward builds it when given none
         mask = paddle.unsqueeze((input_ids == ernie.pad_token_id).astype(ernie.pooler.dense.weight.dtype) * -1e4,
                                 axis=[1, 2])
         hidden = ernie.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)

@@ -1,24 +1,32 @@
-"""OpenVINO's CPU runtime over an ONNX file, with models compiled for the shapes that recur.
+"""OpenVINO's CPU runtime over an ONNX file, with models compiled for the shapes that recur, and
+the table of the OpenVINO backends (``OPENVINO_MODELS``: the file each reads, its arithmetic,
+the ``deploy.json`` record that shows the export scored it).
 
-OpenVINO runs a model compiled for dynamic shapes (any batch, any length) slower than one
-compiled for a single shape: measured on the pruned 4L-312H-12A student at 1 x 128, 3.9 vs
-4.4 ms in fp32 and 2.4 vs 3.1 ms in int8 (``docs/results/latency``). Upper bounds on the
-dimensions did not help. Each shape's compiled model costs memory, though (30 to 70 MB measured
-on that student, against a 5.9 MB int8 file) and 0.2 to 0.7 s to compile. So
-``OpenVinoBackend`` keeps the dynamic model for every shape, and gives a shape its own compiled
-model the ``promote_after``-th time it is called with it, up to ``static_shapes`` shapes for the
-backend's life (the first ones to recur keep them: nothing is evicted, so a mix of shapes never
-recompiles over and over). The predictor pads lengths to a multiple of 16 and batches to a fixed
-size, so a server sees few shapes.
+OpenVINO runs a model compiled for one shape faster than one compiled for dynamic shapes (any
+batch, any length): in the committed latency report (docs/results/latency/latency.md, the
+``-dynamic`` rows) int8 took 2.5 vs 3.5 ms at 1 x 128 and 53 vs 68 ms at 32 x 128; in fp32 the
+gain, 4.4 vs 4.6 and 107 vs 112 ms, is within the run-to-run noise. Each shape's compiled model
+costs memory and compile time, though: measured once here (2026-12-02, process RSS), 30 to
+70 MB and 0.2 to 0.7 s per shape for the pruned 4L-312H-12A student, against its 5.9 MB int8
+file. So ``OpenVinoBackend`` keeps the dynamic model for every shape and gives a shape its own
+compiled model the ``promote_after``-th time it is called with it, up to ``static_shapes`` shapes
+for the backend's life: the first ones to recur keep them, nothing is evicted (a mix of shapes
+never recompiles over and over), and the compile runs in the call that promotes the shape (a
+server's worker thread waits for it, once per shape). The predictor pads lengths to a multiple
+of 16 and sends full batches but for the last of each request, so a server sees few shapes.
+Like every backend, not thread-safe: one caller at a time.
 
-``precision``: ``f32`` (the default: OpenVINO's own default on CPUs with native bf16, AVX-512
-BF16 or AMX, is bf16 arithmetic, which misses the export's fp32 tolerance) or ``bf16`` (the
-``openvino-bf16`` backend, where ``native_bf16()``: scored against fp32 at export like int8).
+``precision``: ``f32`` (the default: OpenVINO's own default on CPUs that compute bf16 natively
+is bf16 arithmetic, which misses the export's fp32 tolerance) or ``bf16`` (the
+``openvino-bf16`` backend, where ``native_bf16()``; scored against fp32 at export like int8).
 """
 from __future__ import annotations
 
+import functools
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -28,14 +36,29 @@ STATIC_SHAPES = 4  # shapes compiled on their own per backend (memory: see the m
 PROMOTE_AFTER = 2  # calls with one shape before it gets its own compiled model
 
 
+@dataclass(frozen=True)
+class OpenVinoModel:
+    file_key: str  # the deploy.json key naming the ONNX file it reads
+    precision: str  # its arithmetic where the model is float: f32 or bf16
+    scored_in: Optional[str]  # the deploy.json record whose "runtimes" list it when the export scored it
+    # against fp32; None: checked against eager (``checks.openvino``)
+
+
+OPENVINO_MODELS = {"openvino": OpenVinoModel("onnx", "f32", None),
+                   "openvino-int8": OpenVinoModel("onnx_int8", "f32", "int8"),
+                   "openvino-bf16": OpenVinoModel("onnx", "bf16", "bf16")}
+
+
 def openvino_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("openvino") is not None
 
 
+@functools.lru_cache(maxsize=1)
 def native_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin computes bf16 natively on this CPU (AVX-512 BF16 or AMX)."""
+    """Whether OpenVINO's CPU plugin computes bf16 natively on this CPU (AVX-512 BF16 or AMX; on
+    other CPUs it ignores a bf16 hint and computes fp32)."""
     import openvino as ov
 
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

@@ -40,15 +40,15 @@ import numpy as np
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE, model_file, read_deploy_info  # noqa: F401 (re-exported)
 from ernie_tiny.deploy.backend_timing import REDUCED_PRECISION, choose
 from ernie_tiny.deploy.inputs import DeployInputError
-from ernie_tiny.deploy.openvino_runtime import STATIC_SHAPES, OpenVinoBackend, openvino_installed
+from ernie_tiny.deploy.openvino_runtime import (OPENVINO_MODELS, STATIC_SHAPES, OpenVinoBackend, native_bf16,
+                                                openvino_installed)
 from ernie_tiny.runtime import inference_threads
 from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode_sequence, encode_tokens
 from ernie_tiny.tasks.readers import Example
 
 BACKENDS = ("auto", "paddle", "onnx", "onnx-fused", "onnx-int8", "openvino", "openvino-int8", "openvino-bf16")
 ONNX_FILES = {"onnx": "onnx", "onnx-fused": "onnx_fused", "onnx-int8": "onnx_int8"}  # backend -> deploy.json key
-OPENVINO_FILES = {"openvino": "onnx", "openvino-int8": "onnx_int8", "openvino-bf16": "onnx"}  # -> deploy.json key
-OPENVINO_PRECISION = {"openvino-bf16": "bf16"}  # the others: f32 (where the model is float)
+OPENVINO_FILES = {name: model.file_key for name, model in OPENVINO_MODELS.items()}  # backend -> deploy.json key
 INPUT_NAMES = ("input_ids", "token_type_ids")
 LENGTH_BUCKET = 16
 
@@ -194,7 +194,7 @@ def add_backend_arguments(parser) -> None:
     parser.add_argument("--gpu_id", type=int, default=0)
     parser.add_argument("--static_shapes", type=int, default=STATIC_SHAPES, metavar="N",
                         help=f"openvino backends: up to N recurring batch x length shapes get a model compiled for "
-                             f"them (faster; 30-70 MB each for a 4L-312H student; default {STATIC_SHAPES}, 0 = none)")
+                             f"them (faster, tens of MB each; default {STATIC_SHAPES}, 0 = none)")
     parser.add_argument("--spin", action="store_true",
                         help="onnxruntime backends: idle worker threads spin (faster on a machine that does nothing "
                              "else, slower when the cores are shared)")
@@ -243,22 +243,28 @@ def resolve_backend(backend: str, info: dict, device: str = "cpu", allow_int8: b
 
 def available(backend: str, info: dict) -> bool:
     """Whether ``backend`` can run this export here (its model file exported and checked; for
-    openvino also the package installed)."""
+    openvino also the package installed, and for bf16 a CPU that computes it natively)."""
     if backend == "paddle":
         return True
-    if backend in OPENVINO_FILES:
-        return bool(info.get(OPENVINO_FILES[backend])) and checked_on_openvino(backend, info) and openvino_installed()
+    if backend in OPENVINO_MODELS:
+        return (bool(info.get(OPENVINO_FILES[backend])) and checked_on_openvino(backend, info) and openvino_installed()
+                and (OPENVINO_MODELS[backend].precision != "bf16" or native_bf16()))
     return backend in ONNX_FILES and bool(info.get(ONNX_FILES[backend]))
 
 
 def checked_on_openvino(backend: str, info: dict) -> bool:
     """Whether the export ran this OpenVINO backend's model: fp32 against eager (``checks``), int8
-    through the int8 accuracy gate (``int8.runtimes``), bf16 through its own (``bf16``)."""
-    if backend == "openvino-int8":
-        return "openvino-int8" in ((info.get("int8") or {}).get("runtimes") or {})
-    if backend == "openvino-bf16":
-        return "openvino-bf16" in ((info.get("bf16") or {}).get("runtimes") or {})
+    and bf16 through their accuracy gates (``OPENVINO_MODELS[backend].scored_in``: its record's
+    ``runtimes``)."""
+    record = OPENVINO_MODELS[backend].scored_in
+    if record:
+        return backend in ((info.get(record) or {}).get("runtimes") or {})
     return bool((info.get("checks") or {}).get("openvino"))
+
+
+def open_openvino(backend: str, path: str | Path, **options) -> OpenVinoBackend:
+    """The OpenVINO backend ``backend`` over ``path``, in its own arithmetic."""
+    return OpenVinoBackend(path, precision=OPENVINO_MODELS[backend].precision, **options)
 
 
 def auto_reason(backend: str, requested: str, info: dict) -> str:
@@ -278,10 +284,12 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     (and ``spin`` for onnx, ``static_shapes`` for openvino)."""
     info = read_deploy_info(model_dir)
     backend = resolve_backend(backend, info, options.get("device", "cpu"), options.pop("allow_int8", False))
-    spin = options.pop("spin", False)
-    static_shapes = options.pop("static_shapes", STATIC_SHAPES)
+    spin, static_shapes = options.pop("spin", False), options.pop("static_shapes", STATIC_SHAPES)
     if spin and backend not in ONNX_FILES:
         print(f"--spin applies to the onnxruntime backends; auto chose {backend}, which runs without it",
+              file=sys.stderr, flush=True)
+    if static_shapes != STATIC_SHAPES and backend not in OPENVINO_MODELS:
+        print(f"--static_shapes applies to the openvino backends; auto chose {backend}, which runs without it",
               file=sys.stderr, flush=True)
     if backend == "paddle":
         return PaddleBackend(model_dir, **options)
@@ -292,15 +300,18 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     if backend in OPENVINO_FILES:
         if not openvino_installed():
             raise DeployInputError(f"backend {backend} needs the openvino package (pip install -e .)")
+        if OPENVINO_MODELS[backend].precision == "bf16" and not native_bf16():
+            raise DeployInputError(f"backend {backend}: this CPU does not compute bf16 natively, so OpenVINO would "
+                                   f"run it in fp32 (choose another --backend)")
         if not available(backend, info):
             needs = {"openvino": "the ONNX export (Export.onnx: true)",
                      "openvino-int8": "the static int8 model (Export.int8: static)",
-                     "openvino-bf16": "Export.bf16: true and an export machine whose CPU computes bf16 natively "
-                                      "(AVX-512 BF16 or AMX)"}[backend]
+                     "openvino-bf16": "Export.bf16: true and an export machine whose CPU computes bf16 "
+                                      "natively"}[backend]
             raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: backend {backend} needs {needs}, checked on "
                                    f"OpenVINO at export; {model_dir} has none (choose another --backend)")
-        return OpenVinoBackend(model_file(model_dir, info[OPENVINO_FILES[backend]]), threads=options.get("threads", 0),
-                               static_shapes=static_shapes, precision=OPENVINO_PRECISION.get(backend, "f32"))
+        return open_openvino(backend, model_file(model_dir, info[OPENVINO_FILES[backend]]),
+                             threads=options.get("threads", 0), static_shapes=static_shapes)
     if backend in ONNX_FILES:
         key = ONNX_FILES[backend]
         if not info.get(key):

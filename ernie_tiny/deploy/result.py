@@ -33,7 +33,8 @@ class FinetuneResult(StageResult):
 class ExportResult(StageResult):
     paddle_max_abs_diff: float          # Paddle Inference against eager
     int8: Optional[dict] = None         # metric, int8 and fp32 dev scores (None without Export.int8)
-    bf16: Optional[dict] = None         # OpenVINO bf16's dev scores (None where it was not checked)
+    bf16: Optional[dict] = None         # OpenVINO bf16's dev scores (None where it was not checked; no runtimes
+    # where it scored too low and was left out)
 
     @classmethod
     def read(cls, output_dir) -> Optional["ExportResult"]:
@@ -51,7 +52,7 @@ class ExportResult(StageResult):
             scores = (", ".join(f"{r['score']:.1f} ({name})" for name, r in runtimes.items()) if len(runtimes) > 1
                       else f"{self.int8['int8']:.1f}")
             parts.append(f"int8 dev {self.int8['metric']} {scores} vs fp32 {self.int8['fp32']:.1f}")
-        if self.bf16:
+        if self.bf16 and self.bf16["runtimes"]:  # none when bf16 scored too low and was left out
             scores = ", ".join(f"{r['score']:.1f} ({name})" for name, r in self.bf16["runtimes"].items())
             parts.append(f"bf16 dev {self.bf16['metric']} {scores} vs fp32 {self.bf16['fp32']:.1f}")
         return ", ".join(parts)

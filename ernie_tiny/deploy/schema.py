@@ -74,7 +74,7 @@ class ExportSection(Section):
     atol: float = Field(1e-4, gt=0, description="largest allowed |eager - exported| on any logit")
     first_token_graph: bool = Field(True, description="sequence heads: the exported graph runs the last encoder layer "
                                                       "for the [CLS] token only, the one the logits read (same "
-                                                      "logits, ~20% fewer multiply-adds in a 4-layer student)")
+                                                      "logits, fewer multiply-adds)")
     onnx: bool = Field(True, description="also convert to ONNX with paddle2onnx (for the onnx backends and int8)")
     opset: int = Field(14, ge=11, description="ONNX opset")
     openvino: bool = Field(True, description="with onnx, when the openvino package (extra) is installed: check "
@@ -91,11 +91,10 @@ class ExportSection(Section):
     eval_examples: int = Field(1000, ge=0, description="dev examples scored before and after int8; 0 = all")
     max_int8_drop: float = Field(0.5, ge=0, description="the export fails if int8 scores more than this many "
                                                         "points below fp32 on those dev examples")
-    bf16: bool = Field(True, description="with openvino, where the CPU computes bf16 natively (AVX-512 BF16, AMX): "
-                                         "also check OpenVINO in bf16 arithmetic (the openvino-bf16 backend), scored "
-                                         "against fp32 like int8")
-    max_bf16_drop: float = Field(0.5, ge=0, description="the export fails if bf16 scores more than this many points "
-                                                        "below fp32 on the int8 gate's dev examples")
+    bf16: bool = Field(True, description="with openvino, where the CPU computes bf16 natively: also score OpenVINO "
+                                         "in bf16 arithmetic (the openvino-bf16 backend) against fp32, like int8")
+    max_bf16_drop: float = Field(0.5, ge=0, description="bf16 scoring more than this many points below fp32 on the "
+                                                        "int8 gate's dev examples is left out (with a message)")
     prune_vocab: bool = Field(False, description="keep only the tokens of the task's train split (+ special tokens "
                                                  "+ keep_frequent): smaller word embedding and vocab.txt, unseen "
                                                  "tokens read as [UNK]")
