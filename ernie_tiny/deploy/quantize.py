@@ -32,9 +32,11 @@ from ernie_tiny.tasks.encode import IGNORE, Features, collate
 
 
 # per Export.int8 mode: the fp32 backend whose graph it quantizes (dynamic: the plain graph when
-# the export has no fused one), and the modes whose int8 model OpenVINO reads
+# the export has no fused one), the int8 model's format (deploy.json int8.format), and the modes
+# whose int8 model OpenVINO reads (QDQ; not onnxruntime's own int8 ops)
 SOURCE_GRAPH = {"dynamic": "onnx-fused", "static": "onnx"}
-OPENVINO_READS = ("static",)
+FORMAT = {"dynamic": "onnxruntime int8 ops", "static": "qdq"}
+OPENVINO_READS = tuple(mode for mode, written in FORMAT.items() if written == "qdq")
 
 
 def feeds(features: Sequence[Features], pad_token_id: int, batch_size: int) -> Iterator[dict]:
@@ -54,7 +56,7 @@ def quantize_onnx(source: Path, target: Path, mode: str, calibration: Sequence[F
         if mode == "dynamic":
             quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
             return {"method": "onnxruntime quantize_dynamic", "weights": "int8 per tensor",
-                    "activations": "int8, ranges per batch at run time", "format": "onnxruntime int8 ops"}
+                    "activations": "int8, ranges per batch at run time", "format": FORMAT[mode]}
         if mode != "static":
             raise ValueError(f"int8 mode {mode!r}: 'dynamic' or 'static'")
         if not calibration:
@@ -73,7 +75,8 @@ def quantize_onnx(source: Path, target: Path, mode: str, calibration: Sequence[F
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=["MatMul", "Gather"])
         return {"method": "onnxruntime quantize_static (QDQ, MinMax)", "weights": "int8 per channel, embeddings int8",
-                "activations": f"uint8, ranges calibrated on {len(calibration)} train examples", "format": "qdq"}
+                "activations": f"uint8, ranges calibrated on {len(calibration)} train examples",
+                "format": FORMAT[mode]}
 
 
 class BackendAsModel:
