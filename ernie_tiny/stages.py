@@ -43,10 +43,16 @@ class Stage:
     def load_run(self):
         return load_object(self.run)
 
-    def product(self, output_dir) -> Path:
+    def product(self, output_dir, config=None) -> Path:
         """The folder of ``output_dir`` that the next stage reads (the directory itself for the
-        stages whose output is read as a whole, or by nobody)."""
-        return load_object(self.result).product(output_dir)
+        stages whose output is read as a whole, or by nobody); ``config``: the stage's resolved
+        config, for a run that has not written its output yet."""
+        return load_object(self.result).product(output_dir, config)
+
+    def several_models(self, config) -> str:
+        """Why a run with this resolved config leaves several models in its product, naming the
+        config key ('' when it leaves one): a later stage that reads one model cannot read it."""
+        return load_object(self.result).several_models(config)
 
     def read_result(self, output_dir):
         """The stage's typed result in ``output_dir`` (None if it has not written it yet)."""
@@ -60,8 +66,12 @@ class StageResult:
     product_dir: ClassVar[str] = ""
 
     @classmethod
-    def product(cls, output_dir) -> Path:
+    def product(cls, output_dir, config=None) -> Path:
         return Path(output_dir) / cls.product_dir if cls.product_dir else Path(output_dir)
+
+    @classmethod
+    def several_models(cls, config) -> str:
+        return ""
 
 
 def _stages(*stages: Stage) -> Dict[str, Stage]:

@@ -162,9 +162,13 @@ def test_a_distill_step_with_several_students_is_refused_when_a_later_step_reads
                           finetune=tiny.stage("finetune", tiny.FINETUNE))
     assert pipeline_main(["-c", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "step distill: " in err and "Students: several students in one run, but finetune reads one student" in err
+    assert "step distill: " in err and "Students: several students in one run (give Student instead" in err \
+        and "but finetune reads one model from it" in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
     # with nothing after it reading the student, several students are fine
     alone = write_pipeline(tmp_path, pretrain=tiny.stage("pretrain", tiny.PRETRAIN),
                            distill={"config": str(config), "overrides": overrides})
-    validate(plan(load_config(PipelineConfig, alone)))
+    steps = plan(load_config(PipelineConfig, alone))
+    validate(steps)
+    distill_step = next(step for step in steps if step.stage == "distill")
+    assert distill_step.product.name == "students"  # read from its resolved config, before anything ran

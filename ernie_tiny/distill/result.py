@@ -43,8 +43,15 @@ class DistillResult(LossCurve, StageResult):
     students: Tuple[str, ...] = ()  # the Students' names; () for the single Student
 
     @classmethod
-    def product(cls, output_dir) -> Path:
-        return students_root(output_dir, bool(student_names(output_dir)))
+    def product(cls, output_dir, config=None) -> Path:
+        several = bool(cls.several_models(config)) if config is not None else bool(student_names(output_dir))
+        return students_root(output_dir, several)
+
+    @classmethod
+    def several_models(cls, config) -> str:
+        """A run of several ``Students`` leaves ``students/<name>/``, not one model."""
+        return ("Students: several students in one run (give Student instead, or run this config on its own)"
+                if getattr(config, "Students", None) else "")
 
     @classmethod
     def read(cls, output_dir) -> Optional["DistillResult"]:

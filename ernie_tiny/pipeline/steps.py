@@ -62,7 +62,8 @@ class Step:
 
     @property
     def product(self) -> Path:
-        return STAGES[self.stage].product(self.output_dir)
+        """What the next steps read: from the resolved config once ``validate`` loaded it."""
+        return STAGES[self.stage].product(self.output_dir, self.resolved)
 
     def override_list(self) -> List[str]:
         return [override_text(k, v) for k, v in {**self.overrides, **self.wired, "Global.output_dir": str(self.output_dir)}.items()]
@@ -107,10 +108,10 @@ def validate(steps: Sequence[Step]) -> None:
         step.fingerprint = hashlib.sha256((step.stage + text + upstream).encode()).hexdigest()[:16]
         fingerprints[step.name] = step.fingerprint
         readers = [later.name for later in steps if step.name in later.after]
-        if getattr(step.resolved, "Students", None) and readers:
-            problems.append(f"step {step.name}: {step.config}: Students: several students in one run, but "
-                            f"{', '.join(readers)} read{'s' if len(readers) == 1 else ''} one student from it; give "
-                            f"Student instead, or run tools/distill.py -c {step.config} on its own")
+        several = STAGES[step.stage].several_models(step.resolved)
+        if several and readers:
+            problems.append(f"step {step.name}: {step.config}: {several}, but {', '.join(readers)} "
+                            f"read{'s' if len(readers) == 1 else ''} one model from it")
         model = getattr(step.resolved, "Model", None)
         if callable(getattr(model, "sizes", None)):  # a stage that makes an encoder (pretrain, teacher_mtl)
             plan = plan.with_model_sizes(str(step.product), model.sizes())  # later steps check layers and heads now
