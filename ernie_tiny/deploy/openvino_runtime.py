@@ -13,7 +13,8 @@ compiled model the ``promote_after``-th time it is called with it, up to ``stati
 for the backend's life: the first ones to recur keep them, nothing is evicted (a mix of shapes
 never recompiles over and over), and the compile runs in the call that promotes the shape (a
 server's worker thread waits for it, once per shape). The predictor pads lengths to a multiple
-of 16 and sends full batches but for the last of each request, so a server sees few shapes.
+of 16 and sends full batches but for the last of each request, so a batch job sees few shapes; a
+server's batch sizes follow its load, and there the first shapes to recur keep the slots.
 Like every backend, not thread-safe: one caller at a time.
 
 ``precision``: ``f32`` (the default: OpenVINO's own default on CPUs that compute bf16 natively
