@@ -396,7 +396,8 @@ def test_export_times_every_backend_and_auto_runs_the_fastest_fp32(sequence_expo
     assert Predictor(edited).backend_name == "openvino"
 
 
-def test_openvino_backend_matches_eager(sequence_export):
+def test_openvino_backend_matches_eager(sequence_export, monkeypatch):
+    import ernie_tiny.deploy.predictor as predictor_module
     from ernie_tiny.deploy.inputs import DeployInputError
     from ernie_tiny.deploy.predictor import Predictor
 
@@ -411,9 +412,11 @@ def test_openvino_backend_matches_eager(sequence_export):
     np.testing.assert_allclose(np.stack(dynamic.logits(dynamic.encode(TEXTS * 2))), np.concatenate([expected] * 2),
                                atol=ATOL, rtol=0)
     assert not dynamic.backend.static and "recurring" not in dynamic.description
-    if not native_bf16():
-        with pytest.raises(DeployInputError, match="computes bf16 natively"):
+    with monkeypatch.context() as patch:  # served on a CPU without native bf16: refused, not run in fp32
+        patch.setattr(predictor_module, "native_bf16", lambda: False)
+        with pytest.raises(DeployInputError, match="does not compute bf16 natively"):
             Predictor(out, backend="openvino-bf16")
+    if not native_bf16():
         return
     bf16 = Predictor(out, backend="openvino-bf16", batch_size=2)
     assert "bf16 arithmetic" in bf16.description
@@ -471,3 +474,14 @@ def test_spinning_onnxruntime_gives_the_same_logits_and_says_so(sequence_export)
     assert "spinning" in spinning.description and "spinning" not in quiet.description
     np.testing.assert_array_equal(np.stack(spinning.logits(spinning.encode(TEXTS))),
                                   np.stack(quiet.logits(quiet.encode(TEXTS))))
+
+
+def test_an_export_on_a_cpu_without_native_bf16_leaves_openvino_bf16_out(sequence_export, tmp_path, monkeypatch):
+    import ernie_tiny.deploy.export as export_module
+
+    monkeypatch.setattr(export_module, "native_bf16", lambda: False)
+    model_dir, _ = sequence_export
+    out = export(model_dir, tmp_path / "export", "Export.int8=off", "Export.eval_examples=50", *FAST_TIMING)
+    info = json.loads((out / "deploy.json").read_text())
+    assert info["bf16"] is None and "openvino-bf16" not in info["timing"]["median_ms"]
+    assert "openvino" in info["timing"]["median_ms"]  # OpenVINO fp32 is still checked and timed
