@@ -172,3 +172,13 @@ def test_a_distill_step_with_several_students_is_refused_when_a_later_step_reads
     validate(steps)
     distill_step = next(step for step in steps if step.stage == "distill")
     assert distill_step.product.name == "students"  # read from its resolved config, before anything ran
+    # a rerun with one Student where an earlier run of several left its config: the reader is wired to
+    # student/, which this run writes, not to the students/ the old config names
+    (tmp_path / "run" / "distill").mkdir(parents=True)
+    (tmp_path / "run" / "distill" / "config.yaml").write_text(yaml.safe_dump(distill, allow_unicode=True))
+    single = write_pipeline(tmp_path, pretrain=tiny.stage("pretrain", tiny.PRETRAIN),
+                            distill=tiny.stage("distill", tiny.DISTILL), finetune=tiny.stage("finetune", tiny.FINETUNE))
+    steps = plan(load_config(PipelineConfig, single))
+    validate(steps)
+    finetune = next(step for step in steps if step.stage == "finetune")
+    assert finetune.wired["Model.path"] == str(tmp_path / "run" / "distill" / "student")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import List
 
 from ernie_tiny.experiment.schema import ExperimentConfig
-from ernie_tiny.pipeline.steps import Step, flatten, run_steps, validate
+from ernie_tiny.pipeline.steps import ProductOf, Step, flatten, run_steps, validate
 from ernie_tiny.stages import STAGES
 
 ARMS = {"vanilla": "pretrain", "mitkd": "teacher_mtl"}  # arm -> the step whose teacher it distils
@@ -54,8 +54,8 @@ def plan(config: ExperimentConfig, origin: str = "") -> List[Step]:
     root = Path(config.Global.output_dir)
     seed = {"Global.seed": config.Global.seed} if config.Global.seed is not None else {}
     t = config.Teacher
-    def product(stage: str, output_dir: Path) -> str:
-        return str(STAGES[stage].product(output_dir))
+    def product(step: str, output_dir: Path) -> str:  # step names start with their stage's: distill/mitkd
+        return ProductOf(STAGES[step.split("/")[0]].product(output_dir), step)
 
     steps = [
         Step("pretrain", "pretrain", t.pretrain.config, root / "pretrain", flatten(t.pretrain.overrides),
@@ -73,8 +73,8 @@ def plan(config: ExperimentConfig, origin: str = "") -> List[Step]:
         for arm in ARMS:
             steps.append(Step(f"evaluate/{name}/{arm}", "evaluate", ev.config, root / "evaluate" / name / arm,
                               flatten(ev.overrides),
-                              {"Model.path": product("distill", root / "distill" / arm), "Model.name": ARM_NAMES[arm],
-                               "Tasks": tasks, "Grid.seeds": list(ev.seeds), **seed},
+                              {"Model.path": product(f"distill/{arm}", root / "distill" / arm),
+                               "Model.name": ARM_NAMES[arm], "Tasks": tasks, "Grid.seeds": list(ev.seeds), **seed},
                               origin, after=(f"distill/{arm}",)))
     return steps
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ernie_tiny.pipeline.schema import PipelineConfig
-from ernie_tiny.pipeline.steps import Step, flatten, run_steps, validate
+from ernie_tiny.pipeline.steps import ProductOf, Step, flatten, run_steps, validate
 from ernie_tiny.pipeline.summary import summary_markdown, summary_text
 from ernie_tiny.stages import STAGES
 
@@ -21,7 +21,7 @@ def plan(config: PipelineConfig, origin: str = "") -> List[Step]:
 
     def feed(source: str, target: str, key: str, extra: Optional[Dict] = None) -> None:
         """``target`` reads ``source``'s product through its config key ``key``."""
-        wired[target].update({key: str(STAGES[source].product(root / source)), **(extra or {})})
+        wired[target].update({key: ProductOf(STAGES[source].product(root / source), source), **(extra or {})})
         after[target].append(source)
 
     teacher = None

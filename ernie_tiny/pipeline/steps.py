@@ -47,6 +47,17 @@ def override_text(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value, ensure_ascii=False)}"
 
 
+class ProductOf(str):
+    """A wired value naming an earlier step's product: the path as the plan sees it (before any
+    config is loaded), replaced by ``validate`` with the product the earlier step's resolved
+    config makes (its folder can depend on the config: ``student/`` or ``students/``)."""
+
+    def __new__(cls, path, step: str):
+        value = super().__new__(cls, str(path))
+        value.step = step
+        return value
+
+
 @dataclass
 class Step:
     name: str                      # unique in its list: 'distill', 'evaluate/mitkd/held_out'
@@ -97,7 +108,10 @@ def validate(steps: Sequence[Step]) -> None:
     fingerprints: Dict[str, str] = {}
     problems = []
     plan = Plan.of([s.output_dir for s in steps])
+    by_name = {s.name: s for s in steps}
     for step in steps:
+        step.wired = {key: str(by_name[value.step].product) if isinstance(value, ProductOf) and value.step in by_name
+                      else value for key, value in step.wired.items()}  # earlier steps are resolved by now
         try:
             step.resolved = step.load(plan)
         except ConfigError as err:
