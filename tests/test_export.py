@@ -295,6 +295,11 @@ def test_latency_benchmark_times_every_runtime_on_the_same_inputs(sequence_expor
     assert gflop["ort-defaults"] == gflop["ov-defaults"] == gflop["ov-fp32"] == gflop["eager"] > gflop["openvino"] \
         == gflop["onnx"]
     assert main(["latency", "--model_dir", str(tmp_path)]) == 2  # not an inference directory
+    from ernie_tiny.benchmarks.latency import build_runtimes
+
+    info = json.loads((out / "deploy.json").read_text())  # more timed shapes than STATIC_SHAPES: each compiled
+    built = build_runtimes(["openvino", "openvino-dynamic", "onnx"], out, None, info, 1, out / "model.onnx", shapes=6)
+    assert built["openvino"].static_shapes == 6 and built["openvino-dynamic"].static_shapes == 0
 
 
 # ---- TensorRT (GPU only; its set-up logic checked here, issue 13 point 4) ----

@@ -113,11 +113,18 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads: int, baseline: Path) -> dict:
+def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads: int, baseline: Path,
+                   shapes: int = 1) -> dict:
     """Each runtime by name: the eager model, Paddle Inference with and without oneDNN, plain
     onnxruntime on ``baseline`` and every backend the predictor offers (``make_backend``: onnx,
-    onnx-fused, onnx-int8, openvino, openvino-int8, auto)."""
-    from ernie_tiny.deploy.predictor import PaddleBackend, make_backend
+    onnx-fused, onnx-int8, openvino, openvino-int8, openvino-bf16, auto). ``shapes``: how many
+    batch x length shapes will be timed: OpenVINO backends compile every one of them on its own
+    (not only the first ``STATIC_SHAPES``), so each row measures what a predictor that sees
+    that shape often runs."""
+    from ernie_tiny.deploy.openvino_runtime import STATIC_SHAPES
+    from ernie_tiny.deploy.predictor import OPENVINO_FILES, PaddleBackend, make_backend, resolve_backend
+
+    openvino = set(OPENVINO_FILES) | ({"auto"} if resolve_backend("auto", info) in OPENVINO_FILES else set())
 
     runtimes = {}
     for name in names:
@@ -131,6 +138,8 @@ def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads
             runtimes[name] = _openvino_defaults(baseline, threads, fp32=name == PEER_FP32)
         elif name in DYNAMIC_ONLY:
             runtimes[name] = make_backend(model_dir, DYNAMIC_ONLY[name], threads=threads, static_shapes=0)
+        elif name in openvino:
+            runtimes[name] = make_backend(model_dir, name, threads=threads, static_shapes=max(STATIC_SHAPES, shapes))
         else:
             runtimes[name] = make_backend(model_dir, name, threads=threads)
     return runtimes
@@ -358,7 +367,8 @@ def main(args: argparse.Namespace) -> int:
     baseline, baseline_is, baseline_whole = (baseline_graph(model_dir, info, eager_model, Path(scratch.name))
                                              if {BASELINE, PEER, PEER_FP32} & set(names) else (None, "-", False))
     whole = {"eager"} | ({BASELINE, PEER, PEER_FP32} if baseline_whole else set())  # runtimes of whole-model graphs
-    runtimes = build_runtimes(names, model_dir, eager_model, info, threads, baseline)
+    runtimes = build_runtimes(names, model_dir, eager_model, info, threads, baseline,
+                              shapes=len(args.batches) * len(args.seqs))
     rng = np.random.default_rng(args.seed)
     vocab = config["vocab_size"]
     measured = []

@@ -4,11 +4,12 @@ the ``deploy.json`` record that shows the export scored it).
 
 OpenVINO runs a model compiled for one shape faster than one compiled for dynamic shapes (any
 batch, any length): in the committed latency report (docs/results/latency/latency.md, the
-``-dynamic`` rows) int8 took 2.5 vs 3.5 ms at 1 x 128 and 53 vs 68 ms at 32 x 128; in fp32 the
-gain, 4.4 vs 4.6 and 107 vs 112 ms, is within the run-to-run noise. Each shape's compiled model
-costs memory and compile time, though: measured once here (2026-12-02, process RSS), 30 to
-70 MB and 0.2 to 0.7 s per shape for the pruned 4L-312H-12A student, against its 5.9 MB int8
-file. So ``OpenVinoBackend`` keeps the dynamic model for every shape and gives a shape its own
+``-dynamic`` rows) int8 took 2.5 vs 3.5 ms at 1 x 128 and 53 vs 68 ms at 32 x 128, fp32 4.4 vs
+4.6 and 107 vs 112 ms (faster at 1 x 128 in each of that day's four runs, the repeats included;
+at 32 x 128 within the noise). Each shape's compiled model
+costs memory and compile time, though: in a one-off measurement here (2026-12-02, process
+RSS; not committed), 30 to 70 MB and 0.2 to 0.7 s per shape for the pruned 4L-312H-12A
+student, against its 5.9 MB int8 file. So ``OpenVinoBackend`` keeps the dynamic model for every shape and gives a shape its own
 compiled model the ``promote_after``-th time it is called with it, up to ``static_shapes`` shapes
 for the backend's life: the first ones to recur keep them, nothing is evicted (a mix of shapes
 never recompiles over and over), and the compile runs in the call that promotes the shape (a
@@ -18,7 +19,7 @@ server's batch sizes follow its load, and there the first shapes to recur keep t
 Like every backend, not thread-safe: one caller at a time.
 
 ``precision``: ``f32`` (the default: OpenVINO's own default on CPUs that compute bf16 natively
-is bf16 arithmetic, which misses the export's fp32 tolerance) or ``bf16`` (the
+is bf16 arithmetic, which misses the export's fp32 tolerance; measured here: ``ov-defaults``) or ``bf16`` (the
 ``openvino-bf16`` backend, where ``native_bf16()``; scored against fp32 at export like int8).
 """
 from __future__ import annotations
@@ -79,7 +80,7 @@ class OpenVinoBackend:
             raise ValueError(f"OpenVINO precision {precision!r}: 'f32' or 'bf16'")
         self.properties = {"INFERENCE_NUM_THREADS": threads or inference_threads(), "PERFORMANCE_HINT": "LATENCY",
                            "INFERENCE_PRECISION_HINT": precision}
-        self.model = self.core.read_model(str(path))
+        self.path, self.model = path, self.core.read_model(str(path))
         self.input_names = [port.get_any_name() for port in self.model.inputs]
         self.dynamic = self._compile(self.model)
         self.static_shapes, self.promote_after = static_shapes, max(1, promote_after)
@@ -103,7 +104,12 @@ class OpenVinoBackend:
 
                 model = self.model.clone()
                 model.reshape({name: ov.PartialShape(list(shape)) for name in self.input_names})
-                self.static[shape] = self._compile(model)
+                try:
+                    self.static[shape] = self._compile(model)
+                except RuntimeError as err:  # OpenVINO's compile errors: this shape stays on the dynamic model
+                    print(f"OpenVINO cannot compile {Path(self.path).name} for shape {list(shape)} "
+                          f"({str(err).splitlines()[0]}): it runs on the dynamic model", flush=True)
+                    self.static[shape] = self.dynamic  # takes a slot, so it is not tried again
                 del self.calls[shape]
                 if len(self.static) == self.static_shapes:
                     self.calls.clear()  # no more shapes get their own model: stop counting

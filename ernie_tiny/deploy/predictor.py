@@ -194,7 +194,7 @@ def add_backend_arguments(parser) -> None:
     parser.add_argument("--gpu_id", type=int, default=0)
     parser.add_argument("--static_shapes", type=int, default=STATIC_SHAPES, metavar="N",
                         help=f"openvino backends: up to N recurring batch x length shapes get a model compiled for "
-                             f"them (faster, tens of MB each; default {STATIC_SHAPES}, 0 = none)")
+                             f"them (faster, each takes memory of its own; default {STATIC_SHAPES}, 0 = none)")
     parser.add_argument("--spin", action="store_true",
                         help="onnxruntime backends: idle worker threads spin (faster on a machine that does nothing "
                              "else, slower when the cores are shared)")
@@ -283,14 +283,15 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     mkldnn, precision, tensorrt, ...) or, for the onnx and openvino backends, only ``threads``
     (and ``spin`` for onnx, ``static_shapes`` for openvino)."""
     info = read_deploy_info(model_dir)
+    requested = backend
     backend = resolve_backend(backend, info, options.get("device", "cpu"), options.pop("allow_int8", False))
     spin, static_shapes = options.pop("spin", False), options.pop("static_shapes", STATIC_SHAPES)
+    chosen = f"auto chose {backend}" if requested == "auto" else f"{backend} is not one"
     if spin and backend not in ONNX_FILES:
-        print(f"--spin applies to the onnxruntime backends; auto chose {backend}, which runs without it",
-              file=sys.stderr, flush=True)
+        print(f"--spin applies to the onnxruntime backends; {chosen}, and runs without it", file=sys.stderr, flush=True)
     if static_shapes != STATIC_SHAPES and backend not in OPENVINO_MODELS:
-        print(f"--static_shapes applies to the openvino backends; auto chose {backend}, which runs without it",
-              file=sys.stderr, flush=True)
+        print(f"--static_shapes applies to the openvino backends; {chosen}, and runs without it", file=sys.stderr,
+              flush=True)
     if backend == "paddle":
         return PaddleBackend(model_dir, **options)
     gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")

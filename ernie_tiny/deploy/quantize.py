@@ -35,8 +35,9 @@ from ernie_tiny.tasks.encode import IGNORE, Features, collate
 # the export has no fused one), the int8 model's format (deploy.json int8.format), and the modes
 # whose int8 model OpenVINO reads (QDQ; not onnxruntime's own int8 ops)
 SOURCE_GRAPH = {"dynamic": "onnx-fused", "static": "onnx"}
-FORMAT = {"dynamic": "onnxruntime int8 ops", "static": "qdq"}
-OPENVINO_READS = tuple(mode for mode, written in FORMAT.items() if written == "qdq")
+QDQ = "qdq"  # QuantizeLinear / DequantizeLinear pairs around float ops: what OpenVINO reads
+FORMAT = {"dynamic": "onnxruntime int8 ops", "static": QDQ}
+OPENVINO_READS = tuple(mode for mode, written in FORMAT.items() if written == QDQ)
 
 
 def feeds(features: Sequence[Features], pad_token_id: int, batch_size: int) -> Iterator[dict]:

@@ -52,7 +52,9 @@ class ExportResult(StageResult):
             scores = (", ".join(f"{r['score']:.1f} ({name})" for name, r in runtimes.items()) if len(runtimes) > 1
                       else f"{self.int8['int8']:.1f}")
             parts.append(f"int8 dev {self.int8['metric']} {scores} vs fp32 {self.int8['fp32']:.1f}")
-        if self.bf16 and self.bf16["runtimes"]:  # none when bf16 scored too low and was left out
+        if self.bf16 and self.bf16["runtimes"]:
             scores = ", ".join(f"{r['score']:.1f} ({name})" for name, r in self.bf16["runtimes"].items())
             parts.append(f"bf16 dev {self.bf16['metric']} {scores} vs fp32 {self.bf16['fp32']:.1f}")
+        elif self.bf16:  # scored too low, or not compiled: left out
+            parts.append("bf16 left out")
         return ", ".join(parts)
