@@ -490,3 +490,18 @@ def test_an_export_on_a_cpu_without_native_bf16_leaves_openvino_bf16_out(sequenc
     info = json.loads((out / "deploy.json").read_text())
     assert info["bf16"] is None and "openvino-bf16" not in info["timing"]["median_ms"]
     assert "openvino" in info["timing"]["median_ms"]  # OpenVINO fp32 is still checked and timed
+
+    # where bf16 scores too low it is left out, and the export still succeeds
+    monkeypatch.setattr(export_module, "native_bf16", lambda: True)
+    real_gate = export_module.gate
+
+    def failing_bf16_gate(what, *args, **kwargs):
+        if what == "bf16":
+            raise export_module.ExportCheckError("bf16 on openvino-bf16 scores 3.00 points below fp32")
+        return real_gate(what, *args, **kwargs)
+
+    monkeypatch.setattr(export_module, "gate", failing_bf16_gate)
+    out = export(model_dir, tmp_path / "left_out", "Export.int8=off", "Export.eval_examples=50", *FAST_TIMING)
+    info = json.loads((out / "deploy.json").read_text())
+    assert info["bf16"]["runtimes"] == {} and "3.00 points below" in info["bf16"]["left_out"]
+    assert "openvino-bf16" not in info["timing"]["median_ms"]
