@@ -181,9 +181,9 @@ def whole_model_onnx(model_dir: str, head: str, directory: Path, opset: int) -> 
     """The model as users export it elsewhere, for the baseline: ``paddle.jit.save`` of the whole
     model (every layer over every token, the vocabulary it was trained with) and paddle2onnx, at
     the export's opset, into ``directory``."""
-    from ernie_tiny.deploy.export import export_onnx, save_static
+    from ernie_tiny.deploy.export import export_onnx, load_model, save_static
 
-    files = save_static(_load(model_dir, head), directory / "model")
+    files = save_static(load_model(model_dir, head), directory / "model")
     return directory / export_onnx(directory, files, opset)
 
 
@@ -206,19 +206,12 @@ def baseline_graph(model_dir: Path, info: dict, eager_model: str | None, scratch
         f"the whole source model exported by paddle2onnx (opset {opset}), as users export it elsewhere"), True
 
 
-def _load(model_dir: str, head: str):
-    from paddlenlp.transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-    auto = AutoModelForTokenClassification if head == "token" else AutoModelForSequenceClassification
-    model = auto.from_pretrained(model_dir)
-    model.eval()
-    return model
-
-
 def _eager(model_dir: str, head: str):
     import paddle
 
-    model = _load(model_dir, head)
+    from ernie_tiny.deploy.export import load_model
+
+    model = load_model(model_dir, head)
 
     def run(input_ids, token_type_ids):
         with paddle.no_grad():

@@ -169,7 +169,6 @@ class OnnxBackend:
         # spinning and 15 ms without. On an idle machine spinning is faster (docs/results/latency:
         # onnxruntime's default session against the ``onnx`` backend), hence ``--spin``.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        self.spin = spin
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.description = f"onnxruntime {ort.__version__} cpu ({Path(path).name}{', spinning' if spin else ''})"
