@@ -38,6 +38,7 @@ setup(
         "onnxruntime==1.32.0",  # ONNX backend of the predictor, its int8 path and the fused graph (transformer optimizer)
         "sympy==1.14.0",  # onnxruntime's transformer optimizer (the fused graph) needs it, undeclared by onnxruntime
         "openvino==2026.4.1",  # the predictor's OpenVINO backend (reads the ONNX export; auto picks it where fastest)
+        "nncf==3.4.0",  # OpenVINO's post-training quantizer: the openvino-int8 model (deploy/quantize.py)
         "onnx==1.17.0",  # the fused graph's attention rewrite (deploy/onnx_fusion.py); paddle2onnx 2.1.0 needs <=1.17.0
         # paddle2onnx's constant folding (Polygraphy) needs onnx_graphsurgeon and would pip-install
         # the newest at run time, whose ml_dtypes wants NumPy 2; 0.5.8 needs only numpy and onnx

@@ -66,13 +66,15 @@ def test_pruning_keeps_specials_frequent_ids_and_every_seen_token():
 
 
 def test_openvino_int8_runs_only_where_the_int8_gate_scored_it():
-    """openvino-int8 is offered when the export's int8 accuracy gate ran it (static QDQ int8),
-    and auto takes it only with int8 allowed."""
+    """openvino-int8 is offered when the export wrote OpenVINO's int8 model (static int8) and its
+    int8 accuracy gate ran it, and auto takes it only with int8 allowed."""
     ms = {"onnx": [5.0, 50.0], "onnx-int8": [3.0, 30.0], "openvino": [4.0, 40.0], "openvino-int8": [2.0, 20.0]}
     info = {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "timing": {"median_ms": ms},
             "checks": {"openvino": {"max_abs_diff": 0.0}}, "int8": {"runtimes": {"onnx-int8": {"score": 80.0}}}}
     assert resolve_backend("auto", info, allow_int8=True) == "onnx-int8"  # dynamic int8: OpenVINO never ran it
-    scored = {**info, "int8": {"runtimes": {"onnx-int8": {"score": 80.0}, "openvino-int8": {"score": 80.0}}}}
+    scored = {**info, "openvino_int8": "model.int8.openvino.onnx",
+              "int8": {"runtimes": {"onnx-int8": {"score": 80.0}, "openvino-int8": {"score": 80.0}}}}
+    assert resolve_backend("auto", {**scored, "openvino_int8": None}, allow_int8=True) == "onnx-int8"  # no file
     assert resolve_backend("auto", scored) == "openvino"
     assert resolve_backend("auto", scored, allow_int8=True) == "openvino-int8"
 
@@ -83,8 +85,9 @@ def test_openvino_bf16_runs_only_where_its_gate_scored_it_and_only_with_reduced_
     monkeypatch.setattr(predictor, "openvino_installed", lambda: True)
     monkeypatch.setattr(predictor, "native_bf16", lambda: True)
     ms = {"onnx": [5.0, 50.0], "openvino": [4.0, 40.0], "openvino-bf16": [2.5, 25.0], "openvino-int8": [2.0, 40.0]}
-    info = {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "timing": {"median_ms": ms},
-            "checks": {"openvino": {"max_abs_diff": 0.0}}, "int8": {"runtimes": {"openvino-int8": {"score": 80.0}}}}
+    info = {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "openvino_int8": "model.int8.openvino.onnx",
+            "timing": {"median_ms": ms}, "checks": {"openvino": {"max_abs_diff": 0.0}},
+            "int8": {"runtimes": {"openvino-int8": {"score": 80.0}}}}
     assert resolve_backend("auto", info, allow_int8=True) == "openvino-int8"  # bf16 timed but never scored
     scored = {**info, "bf16": {"runtimes": {"openvino-bf16": {"score": 80.0}}}}
     assert resolve_backend("auto", scored) == "openvino"  # fp32 only: bf16 is reduced precision

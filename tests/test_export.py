@@ -241,7 +241,8 @@ def test_int8_stays_within_one_point_after_a_short_finetune(tmp_path):
     assert set(int8["runtimes"]) == {"onnx-int8"}  # onnxruntime's own int8 ops: OpenVINO does not read them
     assert int8["source"] == "model.fused.onnx"
 
-    # static: QDQ of the plain graph, calibrated on train examples, scored on both runtimes that read it
+    # static: QDQ of the plain graph, calibrated on train examples, for onnxruntime; NNCF's of the same
+    # graph on the same examples for OpenVINO; each scored
     static = export(model_dir, tmp_path / "static", "Export.eval_examples=400", "Export.int8=static",
                     "Export.calibration_examples=64", *FAST_TIMING)
     info = json.loads((static / "deploy.json").read_text())
@@ -251,15 +252,21 @@ def test_int8_stays_within_one_point_after_a_short_finetune(tmp_path):
     for name, scored in int8["runtimes"].items():
         assert abs(int8["fp32"] - scored["score"]) <= 1.0 and scored["agreement"] >= 0.95, name
     assert "openvino-int8" in info["timing"]["median_ms"]
+    assert info["onnx_int8"] == "model.int8.onnx" and info["openvino_int8"] == "model.int8.openvino.onnx"
+    assert int8["openvino"]["method"].startswith("NNCF ") and "64 train examples" in int8["openvino"]["activations"]
+    layers = SIZES["num_hidden_layers"]  # Q K^T and its product with V stay fp32, the first-token layer's too
+    assert f"the {2 * layers} attention matmuls of two activations stay fp32" in int8["openvino"]["activations"]
     from ernie_tiny.deploy.result import ExportResult
 
     headline = ExportResult.read(static).headline()
     assert "(onnx-int8)" in headline and "(openvino-int8)" in headline  # each int8 runtime's score
-    assert info["sizes_mb"]["model.int8.onnx"] < info["sizes_mb"]["model.onnx"] / 2  # embeddings int8 too
+    for name in ("model.int8.onnx", "model.int8.openvino.onnx"):
+        assert info["sizes_mb"][name] < info["sizes_mb"]["model.onnx"] / 2, name  # embeddings int8 too
     from ernie_tiny.deploy.predictor import Predictor
 
     fp32, ov_int8 = Predictor(static, backend="onnx"), Predictor(static, backend="openvino-int8")
-    assert ov_int8.description.startswith("openvino-int8: openvino ") and "model.int8.onnx" in ov_int8.description
+    assert ov_int8.description.startswith("openvino-int8: openvino ") and "model.int8.openvino.onnx" in \
+        ov_int8.description
     texts = ["质量很好，物流也快", "太差了，再也不买", "还行吧"]
     fp32_logits, int8_logits = (np.stack(p.logits(p.encode(texts))) for p in (fp32, ov_int8))
     assert np.abs(int8_logits - fp32_logits).max() < 0.1  # quantized, so close but not equal
@@ -366,7 +373,8 @@ def test_fused_graph_fuses_attention_and_matches_eager(sequence_export):
     int8 = Predictor(out, backend="onnx-int8", batch_size=2)
     assert np.abs(np.stack(int8.logits(int8.encode(TEXTS))) - expected).max() < 0.05
     sizes = info["sizes_mb"]
-    assert set(sizes) == {"model.pdiparams", "model.onnx", "model.fused.onnx", "model.int8.onnx"}
+    assert set(sizes) == {"model.pdiparams", "model.onnx", "model.fused.onnx", "model.int8.onnx",
+                          "model.int8.openvino.onnx"}
     assert sizes["model.int8.onnx"] < sizes["model.fused.onnx"] / 2  # embeddings and weights int8
 
 

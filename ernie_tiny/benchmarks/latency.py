@@ -277,9 +277,10 @@ def pruning_line(info: dict) -> str:
     line = (f" Vocabulary pruned {pruning['vocab_before']} -> {pruning['vocab_after']} rows: fp32 parameters "
             f"{before:g} -> {pruning['params_mb_after']:g} MB (dev {pruning['metric']} {pruning['pruned']:.2f} vs "
             f"{pruning['unpruned']:.2f} unpruned)")
-    int8_mb = (info.get("sizes_mb") or {}).get(info.get("onnx_int8") or "")
-    if int8_mb:
-        line += f"; {info['onnx_int8']} is {int8_mb / before:.3f} of the unpruned fp32 parameters (1/{before / int8_mb:.1f})"
+    for key in ("onnx_int8", "openvino_int8"):
+        int8_mb = (info.get("sizes_mb") or {}).get(info.get(key) or "")
+        if int8_mb:
+            line += f"; {info[key]} is {int8_mb / before:.3f} of the unpruned fp32 parameters (1/{before / int8_mb:.1f})"
     return line + "."
 
 

@@ -21,7 +21,8 @@ Steps, top to bottom (``run``):
    plain graph when the ``openvino`` package is installed (``Export.openvino``);
 5. int8 (``Export.int8``): onnxruntime quantization (``ernie_tiny.deploy.quantize``): ``dynamic``
    of the fused graph (the plain one without ``Export.fuse``), run by onnxruntime; ``static``
-   (QDQ, calibrated on train examples) of the plain graph, run by onnxruntime and OpenVINO.
+   (QDQ, calibrated on train examples) of the plain graph, run by onnxruntime, and for OpenVINO
+   NNCF's quantization of the same graph on the same examples (``model.int8.openvino.onnx``).
    fp32 and every int8 runtime are scored on the same dev examples with the task metric, and
    one that loses more than ``Export.max_int8_drop`` points fails the export; OpenVINO's bf16
    arithmetic (``Export.bf16``, on CPUs that compute bf16 natively) is scored the same way, but
@@ -218,26 +219,29 @@ def with_shape_models(name: str, path: Path) -> dict:
 
 def add_int8(tmp: Path, onnx_file: str, ex, card, labels, calibration, evaluated, pad: int, fp32,
              openvino: bool) -> tuple:
-    """Quantize, then score fp32 and every runtime of the int8 model (onnxruntime; OpenVINO too
-    when ``openvino`` and the model is QDQ, which it reads) on the same dev examples; fails if
-    any of them drops too far. Returns the record and the onnxruntime int8 backend by name."""
-    from ernie_tiny.deploy.quantize import OPENVINO_READS, quantize_onnx
+    """Quantize, then score fp32 and every int8 model on the same dev examples: onnxruntime's,
+    and with ``openvino`` in a calibrated mode, OpenVINO's own (NNCF's, of the same fp32 graph);
+    fails if any of them drops too far. Returns the record and the onnxruntime int8 backend by name."""
+    from ernie_tiny.deploy.quantize import OPENVINO_INT8_MODES, quantize_for_openvino, quantize_onnx
 
     target = tmp / "model.int8.onnx"
     done = quantize_onnx(tmp / onnx_file, target, ex.int8, calibration, pad)
     scored = {"onnx-int8": OnnxBackend(target)}
-    if openvino and ex.int8 in OPENVINO_READS:
+    for_openvino = None
+    if openvino and ex.int8 in OPENVINO_INT8_MODES:
+        for_openvino = quantize_for_openvino(tmp / onnx_file, tmp / "model.int8.openvino.onnx", calibration, pad)
         try:
-            scored.update(with_shape_models("openvino-int8", target))
+            scored.update(with_shape_models("openvino-int8", tmp / for_openvino["file"]))
         except RuntimeError as err:  # OpenVINO's compile errors; the onnxruntime int8 model still ships
-            print(f"OpenVINO cannot compile {target.name} ({str(err).splitlines()[0]}): the openvino-int8 backend "
-                  f"is left out", flush=True)
+            print(f"OpenVINO cannot compile {for_openvino['file']} ({str(err).splitlines()[0]}): the openvino-int8 "
+                  f"backend is left out", flush=True)
+            (tmp / for_openvino.pop("file")).unlink()
     scores = gate(f"int8 ({ex.int8})", fp32, scored, evaluated, card, labels, pad, ex.max_int8_drop,
                   "try the other Export.int8 mode, or Export.int8: off")
     result = {**done, "mode": ex.int8, "source": onnx_file, "metric": card.metric, "dev_examples": len(evaluated),
               "fp32": scores["fp32"]["score"], "int8": scores["onnx-int8"]["score"],
               "agreement": scores["onnx-int8"]["agreement"], "max_drop": ex.max_int8_drop, "file": target.name,
-              "runtimes": {name: scores[name] for name in scored}}
+              "openvino": for_openvino, "runtimes": {name: scores[name] for name in scored}}
     return result, {"onnx-int8": scored["onnx-int8"]}  # timing builds OpenVINO's afresh
 
 
@@ -291,7 +295,8 @@ def add_timing(tmp: Path, info: dict, ex, length: int, vocab_size: int, checked:
 
 
 def file_sizes_mb(directory: Path, info: dict) -> dict:
-    names = [info["paddle"]["params"]] + [info[k] for k in ("onnx", "onnx_fused", "onnx_int8") if info.get(k)]
+    names = [info["paddle"]["params"]] + [info[k] for k in ("onnx", "onnx_fused", "onnx_int8", "openvino_int8")
+                                         if info.get(k)]
     return {name: round((directory / name).stat().st_size / 2**20, 3) for name in names}
 
 
@@ -341,7 +346,7 @@ def run(config: ExportConfig) -> Path:
         tokenizer.save_pretrained(str(tmp))
         model.config.save_pretrained(str(tmp))  # sizes and labels, for readers of the directory (no weights)
         info = {"format": "ernie-tiny-inference/1", **{k: task[k] for k in TASK_KEYS}, "pad_token_id": pad,
-                "inputs": list(INPUT_NAMES), "paddle": files, "onnx": None, "onnx_int8": None,
+                "inputs": list(INPUT_NAMES), "paddle": files, "onnx": None, "onnx_int8": None, "openvino_int8": None,
                 "paddle_version": paddle.__version__, "source_model": str(config.Model.path), "checks": {},
                 "int8": None, "bf16": None, "onnx_fused": None, "fusion": None, "timing": None,
                 "vocab_pruning": pruning if ex.prune_vocab else None,
@@ -380,6 +385,7 @@ def run(config: ExportConfig) -> Path:
             info["int8"], int8 = add_int8(tmp, info[ONNX_FILES[source]], ex, card, task["labels"], calibration,
                                           evaluated, pad, checked[source], openvino="openvino" in checked)
             info["onnx_int8"] = info["int8"].pop("file")
+            info["openvino_int8"] = (info["int8"]["openvino"] or {}).pop("file", None)
             checked.update(int8)
         if ex.timing_repeats:
             info["timing"] = add_timing(tmp, info, ex, task["max_length"], model.config.vocab_size, checked)

@@ -32,6 +32,7 @@ class DeployInfo(pydantic.BaseModel):
     paddle: PaddleFiles
     onnx: Optional[str] = None
     onnx_int8: Optional[str] = None
+    openvino_int8: Optional[str] = None
 
 
 def read_deploy_info(model_dir: str | Path) -> dict:

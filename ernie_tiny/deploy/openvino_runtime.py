@@ -47,7 +47,7 @@ class OpenVinoModel:
 
 
 OPENVINO_MODELS = {"openvino": OpenVinoModel("onnx", "f32", None),
-                   "openvino-int8": OpenVinoModel("onnx_int8", "f32", "int8"),
+                   "openvino-int8": OpenVinoModel("openvino_int8", "f32", "int8"),
                    "openvino-bf16": OpenVinoModel("onnx", "bf16", "bf16")}
 
 

@@ -305,7 +305,7 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
                                    f"run it in fp32 (choose another --backend)")
         if not available(backend, info):
             needs = {"openvino": "the ONNX export (Export.onnx: true)",
-                     "openvino-int8": "the static int8 model (Export.int8: static)",
+                     "openvino-int8": "OpenVINO's int8 model (Export.int8: static)",
                      "openvino-bf16": "Export.bf16: true and an export machine whose CPU computes bf16 "
                                       "natively"}[backend]
             raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: backend {backend} needs {needs}, checked on "
