@@ -425,6 +425,10 @@ def test_openvino_backend_matches_eager(sequence_export, monkeypatch):
     np.testing.assert_allclose(np.stack(dynamic.logits(dynamic.encode(TEXTS * 2))), np.concatenate([expected] * 2),
                                atol=ATOL, rtol=0)
     assert not dynamic.backend.static and "recurring" not in dynamic.description
+    ahead = Predictor(out, backend="openvino", batch_size=2, compile_shapes=[(2, 16)])
+    assert list(ahead.backend.static) == [(2, 16)] and "(2x16 at start)" in ahead.description
+    with pytest.raises(DeployInputError, match=r"--compile_shapes 1x144: .* takes at most 128 tokens \(128 padded\)"):
+        Predictor(out, backend="openvino", compile_shapes=[(1, 144)])
     with monkeypatch.context() as patch:  # served on a CPU without native bf16: refused, not run in fp32
         patch.setattr(predictor_module, "native_bf16", lambda: False)
         with pytest.raises(DeployInputError, match="does not compute bf16 natively"):

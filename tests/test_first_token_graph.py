@@ -108,3 +108,24 @@ def test_flops_count_what_each_graph_computes():
     assert whole - first == pytest.approx(dropped)
     assert 0.75 < first / whole < 0.82  # ~20% fewer in a 4-layer student
     assert forward_flops(nano, 1, 128, "token", first_token=True) == forward_flops(nano, 1, 128, "token")
+
+
+def test_openvino_compiles_shapes_given_ahead_before_the_first_call(tmp_path):
+    from ernie_tiny.deploy.export import export_onnx, save_static
+    from ernie_tiny.deploy.openvino_runtime import OpenVinoBackend
+
+    model = tiny_classifier()
+    onnx_file = tmp_path / export_onnx(tmp_path, save_static(model, tmp_path / "model"), 14)
+    backend = OpenVinoBackend(onnx_file, threads=1, static_shapes=2, shapes=[(1, 16), [1, 16], (2, 32)])
+    assert sorted(backend.static) == [(1, 16), (2, 32)] and "(1x16, 2x32 at start)" in backend.description
+    ids = np.random.default_rng(2).integers(2, 200, (1, 16))
+    compiled, _ = backend.static[(1, 16)]
+    assert backend._for_shape((1, 16))[0] is compiled and compiled is not backend.dynamic[0]  # the first call
+    with paddle.no_grad():
+        expected = model(paddle.to_tensor(ids), token_type_ids=paddle.zeros(ids.shape, "int64")).numpy()
+    np.testing.assert_allclose(backend(ids, np.zeros_like(ids)), expected, atol=1e-4, rtol=0)
+    backend(np.ones((3, 48), "int64"), np.zeros((3, 48), "int64"))
+    backend(np.ones((3, 48), "int64"), np.zeros((3, 48), "int64"))
+    assert sorted(backend.static) == [(1, 16), (2, 32)]  # the slots were taken ahead: later shapes stay dynamic
+    with pytest.raises(ValueError, match="3 shapes to compile ahead, but only 2"):
+        OpenVinoBackend(onnx_file, threads=1, static_shapes=2, shapes=[(1, 16), (2, 16), (3, 16)])

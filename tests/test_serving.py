@@ -184,6 +184,18 @@ def test_server_and_infer_refuse_gpu_flags_for_onnx_and_bad_flags_before_loading
         "error: --static_shapes is a count (0 or more) for the openvino backends (openvino, openvino-int8, " \
         "openvino-bf16) and auto, " \
         "not --backend onnx"
+    assert backend_options(parser.parse_args(["--compile_shapes", "1x128", "32X128"]))["compile_shapes"] == \
+        [(1, 128), (32, 128)]
+    for flags, message in [
+            (["--backend", "onnx", "--compile_shapes", "1x16"], "--compile_shapes is for the openvino backends"),
+            (["--compile_shapes", "1x100"], "--compile_shapes 1x100: lengths reach the model padded to a multiple of "
+                                            "16, so such a shape is never called"),
+            (["--compile_shapes", "1x16", "2x16", "--static_shapes", "1"],
+             "--compile_shapes: 2 shapes, but --static_shapes 1 gives that many a model of their own")]:
+        assert server_main_fails(["--model_dir", "no/such/dir", *flags], capsys).startswith(f"error: {message}"), flags
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--compile_shapes", "128"])
+    assert "'128': a shape is batch x length, e.g. 32x128" in capsys.readouterr().err
     server = load_server_module()
     assert server.main(["--model_dir", "no/such/dir", "--backend", "onnx", "--device", "gpu"]) == 2
     assert "--backend onnx runs on CPU in fp32" in capsys.readouterr().err

@@ -15,7 +15,10 @@ for the backend's life: the first ones to recur keep them, nothing is evicted (a
 never recompiles over and over), and the compile runs in the call that promotes the shape (a
 server's worker thread waits for it, once per shape). The predictor pads lengths to a multiple
 of 16 and sends full batches but for the last of each request, so a batch job sees few shapes; a
-server's batch sizes follow its load, and there the first shapes to recur keep the slots.
+server's batch sizes follow its load, and there the first shapes to recur keep the slots. Shapes
+known ahead (``shapes``; ``--compile_shapes 1x128 32x128``) are compiled before the first call
+instead: they take the first slots, so early traffic (a health check, a burst of small
+batches) cannot take them, and no request waits for their compile.
 Like every backend, not thread-safe: one caller at a time.
 
 ``precision``: ``f32`` (the default: OpenVINO's own default on CPUs that compute bf16 natively
@@ -28,7 +31,7 @@ import functools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -72,12 +75,16 @@ class OpenVinoBackend:
     thread count, ``precision`` arithmetic where the model is float)."""
 
     def __init__(self, path: str | Path, threads: int = 0, static_shapes: int = STATIC_SHAPES,
-                 promote_after: int = PROMOTE_AFTER, precision: str = "f32"):
+                 promote_after: int = PROMOTE_AFTER, precision: str = "f32", shapes: Sequence[Sequence[int]] = ()):
         import openvino as ov
 
         self.core = ov.Core()
         if precision not in ("f32", "bf16"):
             raise ValueError(f"OpenVINO precision {precision!r}: 'f32' or 'bf16'")
+        shapes = list(dict.fromkeys(tuple(int(n) for n in shape) for shape in shapes))
+        if len(shapes) > static_shapes:
+            raise ValueError(f"{len(shapes)} shapes to compile ahead, but only {static_shapes} get a model of their own "
+                             f"(static_shapes)")
         self.properties = {"INFERENCE_NUM_THREADS": threads or inference_threads(), "PERFORMANCE_HINT": "LATENCY",
                            "INFERENCE_PRECISION_HINT": precision}
         self.path, self.model = path, self.core.read_model(str(path))
@@ -86,13 +93,29 @@ class OpenVinoBackend:
         self.static_shapes, self.promote_after = static_shapes, max(1, promote_after)
         self.static = {}  # (batch, length) -> (compiled model, infer request) for that shape only
         self.calls = Counter()  # calls by shape not yet compiled on its own
-        shapes = f", up to {static_shapes} recurring shapes compiled on their own" if static_shapes else ""
+        for shape in shapes:
+            self.static[shape] = self._compile_shape(shape)
+        ahead = f" ({', '.join(f'{b}x{n}' for b, n in shapes)} at start)" if shapes else ""
+        recurring = f", up to {static_shapes} recurring shapes compiled on their own{ahead}" if static_shapes else ""
         arithmetic = ", bf16 arithmetic" if precision == "bf16" else ""
-        self.description = f"openvino {ov.__version__.split('-')[0]} cpu ({Path(path).name}{arithmetic}{shapes})"
+        self.description = f"openvino {ov.__version__.split('-')[0]} cpu ({Path(path).name}{arithmetic}{recurring})"
 
     def _compile(self, model) -> tuple:
         compiled = self.core.compile_model(model, "CPU", self.properties)
         return compiled, compiled.create_infer_request()
+
+    def _compile_shape(self, shape: tuple) -> tuple:
+        """The model compiled for ``shape`` alone; the dynamic model if OpenVINO cannot compile it."""
+        import openvino as ov
+
+        model = self.model.clone()
+        model.reshape({name: ov.PartialShape(list(shape)) for name in self.input_names})
+        try:
+            return self._compile(model)
+        except RuntimeError as err:  # OpenVINO's compile errors: this shape stays on the dynamic model
+            print(f"OpenVINO cannot compile {Path(self.path).name} for shape {list(shape)} "
+                  f"({str(err).splitlines()[0]}): it runs on the dynamic model", flush=True)
+            return self.dynamic  # takes a slot, so it is not tried again
 
     def _for_shape(self, shape: tuple) -> tuple:
         if shape in self.static:
@@ -100,16 +123,7 @@ class OpenVinoBackend:
         if len(self.static) < self.static_shapes:
             self.calls[shape] += 1
             if self.calls[shape] >= self.promote_after:
-                import openvino as ov
-
-                model = self.model.clone()
-                model.reshape({name: ov.PartialShape(list(shape)) for name in self.input_names})
-                try:
-                    self.static[shape] = self._compile(model)
-                except RuntimeError as err:  # OpenVINO's compile errors: this shape stays on the dynamic model
-                    print(f"OpenVINO cannot compile {Path(self.path).name} for shape {list(shape)} "
-                          f"({str(err).splitlines()[0]}): it runs on the dynamic model", flush=True)
-                    self.static[shape] = self.dynamic  # takes a slot, so it is not tried again
+                self.static[shape] = self._compile_shape(shape)
                 del self.calls[shape]
                 if len(self.static) == self.static_shapes:
                     self.calls.clear()  # no more shapes get their own model: stop counting

@@ -194,9 +194,26 @@ def add_backend_arguments(parser) -> None:
     parser.add_argument("--static_shapes", type=int, default=STATIC_SHAPES, metavar="N",
                         help=f"openvino backends: up to N recurring batch x length shapes get a model compiled for "
                              f"them (faster, each takes memory of its own; default {STATIC_SHAPES}, 0 = none)")
+    parser.add_argument("--compile_shapes", nargs="+", type=shape_arg, default=[], metavar="BxL",
+                        help="openvino backends: batch x length shapes (e.g. 1x128 32x128) compiled at start, before "
+                             "the first call: they take the first --static_shapes slots, and no call waits for their "
+                             f"compile (lengths reach the model padded to a multiple of {LENGTH_BUCKET})")
     parser.add_argument("--spin", action="store_true",
                         help="onnxruntime backends: idle worker threads spin (faster on a machine that does nothing "
                              "else, slower when the cores are shared)")
+
+
+def shape_arg(text: str) -> tuple:
+    """``--compile_shapes``' ``BxL`` (``32x128``) as ``(32, 128)``."""
+    import argparse
+
+    try:
+        batch, length = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a shape is batch x length, e.g. 32x128") from None
+    if batch < 1 or length < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: batch and length must be at least 1")
+    return batch, length
 
 
 class BackendFlagsError(DeployInputError):
@@ -217,6 +234,18 @@ def backend_options(args) -> dict:
             raise BackendFlagsError(f"--static_shapes is a count (0 or more) for the openvino backends "
                                     f"({', '.join(OPENVINO_FILES)}) and auto, not --backend {args.backend}")
         options["static_shapes"] = args.static_shapes
+    if args.compile_shapes:
+        if args.backend not in ("auto", *OPENVINO_FILES):
+            raise BackendFlagsError(f"--compile_shapes is for the openvino backends ({', '.join(OPENVINO_FILES)}) and "
+                                    f"auto, not --backend {args.backend}")
+        never = [f"{b}x{n}" for b, n in args.compile_shapes if n % LENGTH_BUCKET]
+        if never:
+            raise BackendFlagsError(f"--compile_shapes {' '.join(never)}: lengths reach the model padded to a multiple "
+                                    f"of {LENGTH_BUCKET}, so such a shape is never called")
+        if len(set(args.compile_shapes)) > args.static_shapes:
+            raise BackendFlagsError(f"--compile_shapes: {len(set(args.compile_shapes))} shapes, but --static_shapes "
+                                    f"{args.static_shapes} gives that many a model of their own")
+        options["compile_shapes"] = list(args.compile_shapes)
     if args.backend in ("auto", "paddle"):
         options.update(mkldnn=not args.no_mkldnn, precision=args.precision, tensorrt=args.trt, gpu_id=args.gpu_id)
     elif args.device != "cpu" or args.trt or args.precision != "fp32":
@@ -280,17 +309,24 @@ def auto_reason(backend: str, requested: str, info: dict) -> str:
 def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     """A runtime over ``model_dir``; ``options`` go to ``PaddleBackend`` (device, threads,
     mkldnn, precision, tensorrt, ...) or, for the onnx and openvino backends, only ``threads``
-    (and ``spin`` for onnx, ``static_shapes`` for openvino)."""
+    (and ``spin`` for onnx, ``static_shapes`` and ``compile_shapes`` for openvino)."""
     info = read_deploy_info(model_dir)
     requested = backend
     backend = resolve_backend(backend, info, options.get("device", "cpu"), options.pop("allow_int8", False))
     spin, static_shapes = options.pop("spin", False), options.pop("static_shapes", STATIC_SHAPES)
+    compile_shapes = options.pop("compile_shapes", [])
     chosen = f"auto chose {backend}" if requested == "auto" else f"{backend} is not one"
     if spin and backend not in ONNX_FILES:
         print(f"--spin applies to the onnxruntime backends; {chosen}, and runs without it", file=sys.stderr, flush=True)
-    if static_shapes != STATIC_SHAPES and backend not in OPENVINO_MODELS:
-        print(f"--static_shapes applies to the openvino backends; {chosen}, and runs without it", file=sys.stderr,
-              flush=True)
+    for flag, given in (("--static_shapes", static_shapes != STATIC_SHAPES), ("--compile_shapes", compile_shapes)):
+        if given and backend not in OPENVINO_MODELS:
+            print(f"{flag} applies to the openvino backends; {chosen}, and runs without it", file=sys.stderr,
+                  flush=True)
+    longest = -(-info["max_length"] // LENGTH_BUCKET) * LENGTH_BUCKET  # the model's max length, padded to the bucket
+    too_long = [f"{b}x{n}" for b, n in compile_shapes if n > longest]
+    if too_long and backend in OPENVINO_MODELS:
+        raise DeployInputError(f"--compile_shapes {' '.join(too_long)}: {model_dir} takes at most {info['max_length']} "
+                               f"tokens ({longest} padded), so such a shape is never called")
     if backend == "paddle":
         return PaddleBackend(model_dir, **options)
     gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")
@@ -311,7 +347,7 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
             raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: backend {backend} needs {needs}, checked on "
                                    f"OpenVINO at export; {model_dir} has none (choose another --backend)")
         return open_openvino(backend, model_file(model_dir, info[OPENVINO_FILES[backend]]),
-                             threads=options.get("threads", 0), static_shapes=static_shapes)
+                             threads=options.get("threads", 0), static_shapes=static_shapes, shapes=compile_shapes)
     if backend in ONNX_FILES:
         key = ONNX_FILES[backend]
         if not info.get(key):
