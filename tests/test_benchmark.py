@@ -125,3 +125,13 @@ def test_latency_measure_takes_turns_by_blocks_and_stops_on_its_budget():
     assert calls == ["a", "b"] + one_round * 2  # warm-up, then two rounds of blocks
     times = measure(runtimes, (), iters=100 * BLOCK, warmup=0, max_seconds=0, pause=0)
     assert {len(t) for t in times.values()} == {MIN_ROUNDS * BLOCK}  # over budget at once: the minimum
+
+
+def test_latency_per_round_ratios_pair_each_round_with_the_baselines_same_round():
+    """A slow round slows both sides of its ratio: the per-round ratio does not move with it."""
+    from ernie_tiny.benchmarks.latency import per_round_ratios
+
+    runtime = [2.0] * 5 + [8.0] * 5 + [2.0] * 3  # round 2 ran on a loaded host; a short last round
+    baseline = [4.0] * 5 + [16.0] * 5 + [4.0] * 3
+    assert per_round_ratios(runtime, baseline, block=5) == [0.5, 0.5, 0.5]
+    assert per_round_ratios([1.0, 3.0, 2.0], [1.0, 1.0, 1.0], block=3) == [2.0]  # each round's median
