@@ -134,3 +134,25 @@ def test_timing_warms_a_backend_past_its_shape_compile():
     calls.clear()
     measure({"ov": compiling}, (np.zeros((1, 4), np.int64),) * 2, iters=5, warmup=1, max_seconds=0, block=5, pause=0)
     assert len(calls) >= 5 + 5
+
+
+def test_activation_matmuls_finds_attentions_products_not_weight_matmuls():
+    """NNCF leaves these fp32: a MatMul of two activations; not one whose weight is an
+    initializer, or reaches it through nodes that read only weights (Transpose of a constant)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ernie_tiny.deploy.quantize import activation_matmuls
+
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["q"], name="dense"),
+             helper.make_node("Transpose", ["w"], ["w_t"], name="weight_t"),
+             helper.make_node("MatMul", ["x", "w_t"], ["k"], name="dense_t"),
+             helper.make_node("Constant", [], ["c"], name="const", value=weight),
+             helper.make_node("MatMul", ["x", "c"], ["v"], name="dense_c"),
+             helper.make_node("Transpose", ["k"], ["k_t"], name="k_t"),
+             helper.make_node("MatMul", ["q", "k_t"], ["scores"], name="q_k"),
+             helper.make_node("MatMul", ["scores", "v"], ["y"], name="scores_v")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])], [weight])
+    assert activation_matmuls(helper.make_model(graph)) == ["q_k", "scores_v"]

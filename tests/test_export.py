@@ -239,7 +239,8 @@ def test_int8_stays_within_one_point_after_a_short_finetune(tmp_path):
     int8 = json.loads((out / "deploy.json").read_text())["int8"]
     assert int8["fp32"] > 60 and abs(int8["fp32"] - int8["int8"]) <= 1.0 and int8["agreement"] >= 0.95
     assert set(int8["runtimes"]) == {"onnx-int8"}  # onnxruntime's own int8 ops: OpenVINO does not read them
-    assert int8["source"] == "model.fused.onnx"
+    assert int8["source"] == "model.fused.onnx" and int8["openvino"] is None
+    assert json.loads((out / "deploy.json").read_text())["openvino_int8"] is None  # NNCF needs calibration: static
 
     # static: QDQ of the plain graph, calibrated on train examples, for onnxruntime; NNCF's of the same
     # graph on the same examples for OpenVINO; each scored
@@ -290,11 +291,14 @@ def test_latency_benchmark_times_every_runtime_on_the_same_inputs(sequence_expor
         (n, b) for n in ("eager", "paddle", "ort-defaults", "ov-fp32", "ov-defaults", "onnx", "onnx-fused", "onnx-int8",
                          "openvino", "openvino-int8", "auto", *bf16) for b in (1, 4)}
     assert all(r["time_vs_baseline"] > 0 for r in rows)
-    assert all(r["time_vs_baseline"] == 1.0 for r in rows if r["runtime"] == "ort-defaults")
+    assert all(r["time_vs_baseline"] == 1.0 and "per_round" not in r for r in rows if r["runtime"] == "ort-defaults")
+    assert all(r["per_round"]["rounds"] == 1 and r["per_round"]["min"] <= r["per_round"]["median"]
+               <= r["per_round"]["max"] for r in rows if r["runtime"] != "ort-defaults")  # 3 calls: one round
     assert all(r["n"] == 3 and 0 < r["median_ms"] <= r["p99_ms"] and r["gflops"] > 0 for r in rows)
     table = report.read_text()
     assert "| runtime | batch x seq |" in table and "| onnx-int8 | 4 x 16 |" in table and "| auto | 1 x 16 |" in table
-    assert "instruction sets" in table and "model.fused.onnx" in table
+    assert "instruction sets" in table and "model.fused.onnx" in table and "model.int8.openvino.onnx" in table
+    assert "| time vs ort-defaults | per round |" in table and "| ort-defaults | 1 x 16 |" in table
     # the baseline runs the whole source model as users export it, not our first-token graph
     meta = json.loads(raw.read_text())["meta"]
     assert meta["baseline"].startswith("the whole source model") and meta["baseline"] in table
@@ -427,8 +431,11 @@ def test_openvino_backend_matches_eager(sequence_export, monkeypatch):
     assert not dynamic.backend.static and "recurring" not in dynamic.description
     ahead = Predictor(out, backend="openvino", batch_size=2, compile_shapes=[(2, 16)])
     assert list(ahead.backend.static) == [(2, 16)] and "(2x16 at start)" in ahead.description
-    with pytest.raises(DeployInputError, match=r"--compile_shapes 1x144: .* takes at most 128 tokens \(128 padded\)"):
-        Predictor(out, backend="openvino", compile_shapes=[(1, 144)])
+    with pytest.raises(DeployInputError, match=r"--compile_shapes 1x144: lengths are at most 128 \(max length 128, "
+                                               r"padded\); 4x16: batches hold at most 2 texts \(--batch_size\); "
+                                               r"1x100: lengths reach the model padded to a multiple of 16, so such a "
+                                               r"shape is never called"):
+        Predictor(out, backend="openvino", batch_size=2, compile_shapes=[(1, 144), (4, 16), (1, 100)])
     with monkeypatch.context() as patch:  # served on a CPU without native bf16: refused, not run in fp32
         patch.setattr(predictor_module, "native_bf16", lambda: False)
         with pytest.raises(DeployInputError, match="does not compute bf16 natively"):
@@ -517,3 +524,61 @@ def test_an_export_on_a_cpu_without_native_bf16_leaves_openvino_bf16_out(sequenc
     info = json.loads((out / "deploy.json").read_text())
     assert info["bf16"]["runtimes"] == {} and "3.00 points below" in info["bf16"]["left_out"]
     assert "openvino-bf16" not in info["timing"]["median_ms"]
+
+
+@pytest.mark.parametrize("failure", ["nncf raises", "openvino cannot compile", "scores too low"])
+def test_openvino_int8_that_fails_is_left_out_and_the_export_ships_onnxruntime_int8(sequence_export, tmp_path,
+                                                                                   monkeypatch, failure):
+    """OpenVINO's int8 model is an extra: NNCF failing on it, OpenVINO failing to compile it, or
+    its score dropping past Export.max_int8_drop leaves it out (file, record, timing), with a
+    message; onnxruntime's int8 model still ships."""
+    import ernie_tiny.deploy.export as export_module
+    import ernie_tiny.deploy.quantize as quantize_module
+    from ernie_tiny.deploy.result import ExportResult
+
+    if failure == "nncf raises":
+        def broken_nncf(*args, **kwargs):
+            raise KeyError("unsupported node")
+        monkeypatch.setattr(quantize_module, "quantize_for_openvino", broken_nncf)
+    elif failure == "openvino cannot compile":
+        def no_compile(name, path):
+            raise RuntimeError(f"Exception from src/inference: cannot compile {path.name}\nmore")
+        monkeypatch.setattr(export_module, "with_shape_models", no_compile)
+    else:
+        real_scores = quantize_module.compare_scores
+
+        def lower_openvino(backends, *args, **kwargs):
+            scores = real_scores(backends, *args, **kwargs)
+            return {**scores, **{name: {**scores[name], "score": scores["fp32"]["score"] - 3}
+                                 for name in scores if name.startswith("openvino-int8")}}
+        monkeypatch.setattr(quantize_module, "compare_scores", lower_openvino)
+    model_dir, _ = sequence_export
+    out = export(model_dir, tmp_path / "export", "Export.int8=static", "Export.eval_examples=50",
+                 "Export.calibration_examples=16", "Export.bf16=false", *FAST_TIMING)
+    info = json.loads((out / "deploy.json").read_text())
+    why = info["int8"]["openvino"]["left_out"]
+    assert {"nncf raises": "NNCF cannot quantize model.onnx (KeyError: 'unsupported node')",
+            "openvino cannot compile": "OpenVINO cannot compile model.int8.openvino.onnx (Exception from src/"
+                                       "inference: cannot compile model.int8.openvino.onnx)",
+            "scores too low": "int8 (static) on openvino-int8 scores 3.00 points below fp32"}[failure] in why
+    assert info["openvino_int8"] is None and not (out / "model.int8.openvino.onnx").exists()
+    assert set(info["int8"]["runtimes"]) == {"onnx-int8"} and info["onnx_int8"] == "model.int8.onnx"
+    assert "openvino-int8" not in info["timing"]["median_ms"] and "openvino" in info["timing"]["median_ms"]
+    assert ExportResult.read(out).headline().endswith("(openvino-int8 left out)")
+
+
+def test_an_export_from_before_openvinos_own_int8_model_says_to_re_export(sequence_export, tmp_path):
+    import shutil
+
+    from ernie_tiny.deploy.inputs import DeployInputError
+    from ernie_tiny.deploy.predictor import Predictor, resolve_backend
+
+    _, out = sequence_export
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    info = json.loads((old / "deploy.json").read_text())
+    del info["openvino_int8"]  # written before: openvino-int8 ran model.int8.onnx then
+    (old / "deploy.json").write_text(json.dumps(info))
+    assert resolve_backend("auto", info, allow_int8=True) != "openvino-int8"
+    with pytest.raises(DeployInputError, match="exported before OpenVINO had an int8 model of its own"):
+        Predictor(old, backend="openvino-int8")

@@ -410,13 +410,14 @@ def main(args: argparse.Namespace) -> int:
             shape_rows.append({"runtime": name, "batch": batch, "seq": seq, "gflop": flops / 1e9,
                                **summarize(times[name], batch, flops, peak)})
         eager = next((r for r in shape_rows if r["runtime"] == "eager"), None)
-        onnx = next((r for r in shape_rows if r["runtime"] == BASELINE), None)
+        baseline_row = next((r for r in shape_rows if r["runtime"] == BASELINE), None)
         for r in shape_rows:
             if eager:
                 r["speedup"] = eager["median_ms"] / r["median_ms"]
-            if onnx:
-                r["time_vs_baseline"] = r["median_ms"] / onnx["median_ms"]
-                ratios = per_round_ratios(times[r["runtime"]], times[BASELINE])
+            if baseline_row:
+                r["time_vs_baseline"] = r["median_ms"] / baseline_row["median_ms"]
+            if baseline_row and r is not baseline_row:
+                ratios = per_round_ratios(times[r["runtime"]], times[BASELINE], BLOCK)
                 r["per_round"] = {"median": float(np.median(ratios)), "min": min(ratios), "max": max(ratios),
                                   "rounds": len(ratios)}
         rows.extend(shape_rows)

@@ -19,12 +19,14 @@ Steps, top to bottom (``run``):
    way; with ``Export.fuse`` the fused graph (``ernie_tiny.deploy.onnx_fusion``) is written beside
    it (fusion counts in ``deploy.json`` ``fusion``) and checked too, and so is OpenVINO on the
    plain graph when the ``openvino`` package is installed (``Export.openvino``);
-5. int8 (``Export.int8``): onnxruntime quantization (``ernie_tiny.deploy.quantize``): ``dynamic``
+5. int8 (``Export.int8``; ``ernie_tiny.deploy.quantize``): onnxruntime's ``dynamic``
    of the fused graph (the plain one without ``Export.fuse``), run by onnxruntime; ``static``
    (QDQ, calibrated on train examples) of the plain graph, run by onnxruntime, and for OpenVINO
-   NNCF's quantization of the same graph on the same examples (``model.int8.openvino.onnx``).
-   fp32 and every int8 runtime are scored on the same dev examples with the task metric, and
-   one that loses more than ``Export.max_int8_drop`` points fails the export; OpenVINO's bf16
+   NNCF's quantization of the same graph on the same examples (``OPENVINO_INT8_FILE``).
+   fp32 and every int8 model are scored on the same dev examples with the task metric;
+   onnxruntime's losing more than ``Export.max_int8_drop`` points fails the export, OpenVINO's
+   (an extra model) is then left out with a message, as it is when NNCF or OpenVINO's compile
+   fails on it; OpenVINO's bf16
    arithmetic (``Export.bf16``, on CPUs that compute bf16 natively) is scored the same way, but
    one that loses more than ``Export.max_bf16_drop`` is left out, not failed (nobody asked for
    it), so the ``openvino-bf16`` backend ships only where it was scored;
@@ -194,6 +196,15 @@ def shape_models(name: str) -> str:
     return f"{name} shape models"
 
 
+def drop_problem(what: str, name: str, scores: dict, examples: int, metric: str, max_drop: float, hint: str) -> str:
+    """Prints how ``name`` scored against fp32; '' if it is within ``max_drop`` points, else why not."""
+    print(f"{what} on {name}: dev {metric} {scores[name]['score']:.2f} vs fp32 {scores['fp32']['score']:.2f} "
+          f"on {examples} examples; predictions agree {scores[name]['agreement']:.2%}", flush=True)
+    drop = scores["fp32"]["score"] - scores[name]["score"]
+    return (f"{what} on {name} scores {drop:.2f} points below fp32 on {examples} dev examples (> {max_drop}): {hint}"
+            if drop > max_drop else "")
+
+
 def gate(what: str, fp32, scored: dict, evaluated, card, labels, pad: int, max_drop: float, hint: str) -> dict:
     """fp32 and every ``scored`` backend on the same dev examples with the task metric; an
     ExportCheckError if one scores more than ``max_drop`` points below fp32. Returns the scores."""
@@ -201,12 +212,9 @@ def gate(what: str, fp32, scored: dict, evaluated, card, labels, pad: int, max_d
 
     scores = compare_scores({"fp32": fp32, **scored}, evaluated, card, labels, pad)
     for name in scored:
-        print(f"{what} on {name}: dev {card.metric} {scores[name]['score']:.2f} vs fp32 {scores['fp32']['score']:.2f} "
-              f"on {len(evaluated)} examples; predictions agree {scores[name]['agreement']:.2%}", flush=True)
-        drop = scores["fp32"]["score"] - scores[name]["score"]
-        if drop > max_drop:
-            raise ExportCheckError(f"{what} on {name} scores {drop:.2f} points below fp32 on {len(evaluated)} dev "
-                                   f"examples (> {max_drop}): {hint}")
+        problem = drop_problem(what, name, scores, len(evaluated), card.metric, max_drop, hint)
+        if problem:
+            raise ExportCheckError(problem)
     return scores
 
 
@@ -219,30 +227,66 @@ def with_shape_models(name: str, path: Path) -> dict:
 
 def add_int8(tmp: Path, onnx_file: str, ex, card, labels, calibration, evaluated, pad: int, fp32,
              openvino: bool) -> tuple:
-    """Quantize, then score fp32 and every int8 model on the same dev examples: onnxruntime's,
-    and with ``openvino`` in a calibrated mode, OpenVINO's own (NNCF's, of the same fp32 graph);
-    fails if any of them drops too far. Returns the record and the onnxruntime int8 backend by name."""
-    from ernie_tiny.deploy.quantize import OPENVINO_INT8_MODES, quantize_for_openvino, quantize_onnx
+    """Quantize, then score fp32 and every int8 model on the same dev examples: onnxruntime's
+    (fails the export if it drops too far) and, with ``openvino`` in a calibrated mode, OpenVINO's
+    own (``add_openvino_int8``). Returns the record and the onnxruntime int8 backend by name."""
+    from ernie_tiny.deploy.quantize import INT8_FILE, OPENVINO_INT8_MODES, compare_scores, quantize_onnx
 
-    target = tmp / "model.int8.onnx"
-    done = quantize_onnx(tmp / onnx_file, target, ex.int8, calibration, pad)
-    scored = {"onnx-int8": OnnxBackend(target)}
-    for_openvino = None
-    if openvino and ex.int8 in OPENVINO_INT8_MODES:
-        for_openvino = quantize_for_openvino(tmp / onnx_file, tmp / "model.int8.openvino.onnx", calibration, pad)
-        try:
-            scored.update(with_shape_models("openvino-int8", tmp / for_openvino["file"]))
-        except RuntimeError as err:  # OpenVINO's compile errors; the onnxruntime int8 model still ships
-            print(f"OpenVINO cannot compile {for_openvino['file']} ({str(err).splitlines()[0]}): the openvino-int8 "
-                  f"backend is left out", flush=True)
-            (tmp / for_openvino.pop("file")).unlink()
-    scores = gate(f"int8 ({ex.int8})", fp32, scored, evaluated, card, labels, pad, ex.max_int8_drop,
-                  "try the other Export.int8 mode, or Export.int8: off")
+    done = quantize_onnx(tmp / onnx_file, tmp / INT8_FILE, ex.int8, calibration, pad)
+    onnx_int8 = {"onnx-int8": OnnxBackend(tmp / INT8_FILE)}
+    for_openvino, openvino_int8 = ((add_openvino_int8(tmp, onnx_file, calibration, pad)
+                                    if openvino and ex.int8 in OPENVINO_INT8_MODES else (None, {})))
+    scores = compare_scores({"fp32": fp32, **onnx_int8, **openvino_int8}, evaluated, card, labels, pad)
+    what = f"int8 ({ex.int8})"
+    problem = drop_problem(what, "onnx-int8", scores, len(evaluated), card.metric, ex.max_int8_drop,
+                           "try the other Export.int8 mode, or Export.int8: off")
+    if problem:
+        raise ExportCheckError(problem)
+    problems = [drop_problem(what, name, scores, len(evaluated), card.metric, ex.max_int8_drop,
+                             "the openvino-int8 backend is left out") for name in openvino_int8]
+    if any(problems):  # OpenVINO's int8 model is an extra: left out, not failed
+        problem = next(p for p in problems if p)
+        print(problem, flush=True)
+        leave_out_openvino_int8(tmp, for_openvino, problem)
+        openvino_int8 = {}
     result = {**done, "mode": ex.int8, "source": onnx_file, "metric": card.metric, "dev_examples": len(evaluated),
               "fp32": scores["fp32"]["score"], "int8": scores["onnx-int8"]["score"],
-              "agreement": scores["onnx-int8"]["agreement"], "max_drop": ex.max_int8_drop, "file": target.name,
-              "openvino": for_openvino, "runtimes": {name: scores[name] for name in scored}}
-    return result, {"onnx-int8": scored["onnx-int8"]}  # timing builds OpenVINO's afresh
+              "agreement": scores["onnx-int8"]["agreement"], "max_drop": ex.max_int8_drop, "file": INT8_FILE,
+              "openvino": for_openvino, "runtimes": {name: scores[name] for name in (*onnx_int8, *openvino_int8)}}
+    return result, onnx_int8  # timing builds OpenVINO's afresh
+
+
+def add_openvino_int8(tmp: Path, onnx_file: str, calibration, pad: int) -> tuple:
+    """NNCF's int8 model for OpenVINO and its backends to score (dynamic and per shape); when NNCF
+    or OpenVINO fails on it, it is left out with a message (onnxruntime's int8 model still ships).
+    Returns its record and the backends by name."""
+    from ernie_tiny.deploy.quantize import OPENVINO_INT8_FILE, quantize_for_openvino
+
+    try:
+        record = quantize_for_openvino(tmp / onnx_file, tmp / OPENVINO_INT8_FILE, calibration, pad)
+    except Exception as err:  # noqa: BLE001 -- NNCF's errors have no common class; the export goes on without it
+        record, problem = {}, f"NNCF cannot quantize {onnx_file} ({type(err).__name__}: {first_line(err)})"
+    else:
+        try:
+            return record, with_shape_models("openvino-int8", tmp / record["file"])
+        except RuntimeError as err:  # OpenVINO's compile errors
+            problem = f"OpenVINO cannot compile {record['file']} ({first_line(err)})"
+    print(f"{problem}: the openvino-int8 backend is left out", flush=True)
+    leave_out_openvino_int8(tmp, record, problem)
+    return record, {}
+
+
+def first_line(err: Exception) -> str:
+    return (str(err).splitlines() or [""])[0]
+
+
+def leave_out_openvino_int8(tmp: Path, record: dict, why: str) -> None:
+    """Removes OpenVINO's int8 model and marks its record left out (``why``)."""
+    from ernie_tiny.deploy.quantize import OPENVINO_INT8_FILE
+
+    (tmp / OPENVINO_INT8_FILE).unlink(missing_ok=True)
+    record.pop("file", None)
+    record["left_out"] = why
 
 
 def add_bf16(onnx_path: Path, ex, card, labels, evaluated, pad: int) -> dict:
@@ -295,8 +339,8 @@ def add_timing(tmp: Path, info: dict, ex, length: int, vocab_size: int, checked:
 
 
 def file_sizes_mb(directory: Path, info: dict) -> dict:
-    names = [info["paddle"]["params"]] + [info[k] for k in ("onnx", "onnx_fused", "onnx_int8", "openvino_int8")
-                                         if info.get(k)]
+    keys = dict.fromkeys([*ONNX_FILES.values(), *OPENVINO_FILES.values()])  # the model files deploy.json names
+    names = [info["paddle"]["params"]] + list(dict.fromkeys(info[k] for k in keys if info.get(k)))
     return {name: round((directory / name).stat().st_size / 2**20, 3) for name in names}
 
 

@@ -3,10 +3,10 @@ the table of the OpenVINO backends (``OPENVINO_MODELS``: the file each reads, it
 the ``deploy.json`` record that shows the export scored it).
 
 OpenVINO runs a model compiled for one shape faster than one compiled for dynamic shapes (any
-batch, any length): in the committed latency report (docs/results/latency/latency.md, the
-``-dynamic`` rows) int8 took 2.5 vs 3.5 ms at 1 x 128 and 53 vs 68 ms at 32 x 128, fp32 4.4 vs
-4.6 and 107 vs 112 ms (faster at 1 x 128 in each of that day's four runs, the repeats included;
-at 32 x 128 within the noise). Each shape's compiled model
+batch, any length), chiefly for int8: in the committed latency reports (docs/results/latency/,
+the ``-dynamic`` rows; three runs of 2026-12-02 on NNCF's int8 model) int8 took 57-61 vs 64-66 ms
+at 32 x 128 in every run, and 2.8-3.7 vs 3.4-4.0 ms at 1 x 128 (as fast in one run of three);
+fp32 per shape was within the noise of dynamic. Each shape's compiled model
 costs memory and compile time, though: in a one-off measurement here (2026-12-02, process
 RSS; not committed), 30 to 70 MB and 0.2 to 0.7 s per shape for the pruned 4L-312H-12A
 student, against its 5.9 MB int8 file. So ``OpenVinoBackend`` keeps the dynamic model for every shape and gives a shape its own
@@ -95,7 +95,8 @@ class OpenVinoBackend:
         self.calls = Counter()  # calls by shape not yet compiled on its own
         for shape in shapes:
             self.static[shape] = self._compile_shape(shape)
-        ahead = f" ({', '.join(f'{b}x{n}' for b, n in shapes)} at start)" if shapes else ""
+        compiled = [f"{b}x{n}" for b, n in shapes if self.static[(b, n)] is not self.dynamic]
+        ahead = f" ({', '.join(compiled)} at start)" if compiled else ""
         recurring = f", up to {static_shapes} recurring shapes compiled on their own{ahead}" if static_shapes else ""
         arithmetic = ", bf16 arithmetic" if precision == "bf16" else ""
         self.description = f"openvino {ov.__version__.split('-')[0]} cpu ({Path(path).name}{arithmetic}{recurring})"

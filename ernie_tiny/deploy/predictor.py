@@ -11,9 +11,9 @@ two runtimes:
   (``ernie_tiny.deploy.quantize``: static QDQ of the plain graph, or dynamic of the fused one).
 * ``openvino`` / ``openvino-int8`` / ``openvino-bf16``: OpenVINO's CPU runtime
   (``ernie_tiny.deploy.openvino_runtime``) on the plain ONNX export (it reads ONNX directly; the
-  fused graph's onnxruntime-only ops it does not), on the static (QDQ) int8 model, or on the
-  plain export in bf16 arithmetic (CPUs with native bf16), when the ``openvino`` package is
-  installed and the export checked it.
+  fused graph's onnxruntime-only ops it does not), on OpenVINO's own int8 model (NNCF's, of the
+  static int8 mode), or on the plain export in bf16 arithmetic (CPUs with native bf16), when the
+  ``openvino`` package is installed and the export checked it.
 * ``auto``: on CPU, the fastest fp32 backend that the export timed on its machine
   (``deploy.json`` ``timing``, ``ernie_tiny.deploy.backend_timing``), int8 and bf16 included
   only with ``allow_int8``; exports without timings take onnxruntime fp32, and GPU takes Paddle.
@@ -64,12 +64,17 @@ def pad_to_bucket(input_ids: np.ndarray, token_type_ids: np.ndarray, pad_token_i
             np.pad(token_type_ids, ((0, 0), (0, extra))))
 
 
+def padded_length(length: int, bucket: int = LENGTH_BUCKET) -> int:
+    """``length`` rounded up to a multiple of ``bucket``, as ``pad_to_bucket`` pads it."""
+    return -(-length // bucket) * bucket
+
+
 def tensorrt_shape_profile(max_batch_size: int, max_length: int, bucket: int = LENGTH_BUCKET) -> dict:
     """TensorRT's dynamic-shape profile, ``{"min"|"opt"|"max": [batch, length]}``, covering every
     batch ``Predictor.logits`` sends: 1 to ``max_batch_size`` rows, lengths padded to a multiple
     of ``bucket`` up to ``max_length`` rounded up to the bucket (130 -> 144: a profile ending at
     130 would reject the padded batches of the longest texts)."""
-    longest = -(-max_length // bucket) * bucket
+    longest = padded_length(max_length, bucket)
     return {"min": [1, bucket], "opt": [max_batch_size, longest], "max": [max_batch_size, longest]}
 
 
@@ -238,13 +243,9 @@ def backend_options(args) -> dict:
         if args.backend not in ("auto", *OPENVINO_FILES):
             raise BackendFlagsError(f"--compile_shapes is for the openvino backends ({', '.join(OPENVINO_FILES)}) and "
                                     f"auto, not --backend {args.backend}")
-        never = [f"{b}x{n}" for b, n in args.compile_shapes if n % LENGTH_BUCKET]
-        if never:
-            raise BackendFlagsError(f"--compile_shapes {' '.join(never)}: lengths reach the model padded to a multiple "
-                                    f"of {LENGTH_BUCKET}, so such a shape is never called")
         if len(set(args.compile_shapes)) > args.static_shapes:
-            raise BackendFlagsError(f"--compile_shapes: {len(set(args.compile_shapes))} shapes, but --static_shapes "
-                                    f"{args.static_shapes} gives that many a model of their own")
+            raise BackendFlagsError(f"--compile_shapes gives {len(set(args.compile_shapes))} shapes; --static_shapes "
+                                    f"allows at most {args.static_shapes}")
         options["compile_shapes"] = list(args.compile_shapes)
     if args.backend in ("auto", "paddle"):
         options.update(mkldnn=not args.no_mkldnn, precision=args.precision, tensorrt=args.trt, gpu_id=args.gpu_id)
@@ -322,11 +323,7 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
         if given and backend not in OPENVINO_MODELS:
             print(f"{flag} applies to the openvino backends; {chosen}, and runs without it", file=sys.stderr,
                   flush=True)
-    longest = -(-info["max_length"] // LENGTH_BUCKET) * LENGTH_BUCKET  # the model's max length, padded to the bucket
-    too_long = [f"{b}x{n}" for b, n in compile_shapes if n > longest]
-    if too_long and backend in OPENVINO_MODELS:
-        raise DeployInputError(f"--compile_shapes {' '.join(too_long)}: {model_dir} takes at most {info['max_length']} "
-                               f"tokens ({longest} padded), so such a shape is never called")
+
     if backend == "paddle":
         return PaddleBackend(model_dir, **options)
     gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")
@@ -339,6 +336,10 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
         if OPENVINO_MODELS[backend].precision == "bf16" and not native_bf16():
             raise DeployInputError(f"backend {backend}: this CPU does not compute bf16 natively, so OpenVINO would "
                                    f"run it in fp32 (choose another --backend)")
+        if backend == "openvino-int8" and "openvino-int8" in ((info.get("int8") or {}).get("runtimes") or {}) \
+                and not info.get(OPENVINO_FILES[backend]):
+            raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: exported before OpenVINO had an int8 model of "
+                                   f"its own (NNCF's); re-export it with tools/export.py for backend {backend}")
         if not available(backend, info):
             needs = {"openvino": "the ONNX export (Export.onnx: true)",
                      "openvino-int8": "OpenVINO's int8 model (Export.int8: static)",
@@ -385,9 +386,27 @@ class Predictor:
                 raise ValueError(f"the backend's max_batch_size {backend_options['max_batch_size']} / max_length "
                                  f"{backend_options['max_length']} are below the batches this predictor makes "
                                  f"(batch_size {batch_size}, max_length {self.max_length})")
+        never_called = self.shapes_never_called(backend_options.get("compile_shapes", []))
+        if never_called:
+            raise DeployInputError(f"--compile_shapes {never_called}")
         self.backend = make_backend(model_dir, backend, **backend_options)
         self.backend_name = backend
         self.description = f"{backend}: {self.backend.description}; {auto_reason(backend, requested, self.info)}"
+
+    def shapes_never_called(self, shapes) -> str:
+        """Which of ``shapes`` (batch, length) this predictor never sends its backend, and why; ''
+        if it may send them all (lengths are padded to multiples of LENGTH_BUCKET, up to the padded
+        max length; batches hold at most ``batch_size`` examples)."""
+        longest, problems = padded_length(self.max_length), []
+        for batch, length in shapes:
+            if length % LENGTH_BUCKET:
+                problems.append(f"{batch}x{length}: lengths reach the model padded to a multiple of {LENGTH_BUCKET}")
+            elif length > longest:
+                problems.append(f"{batch}x{length}: lengths are at most {longest} (max length {self.max_length}, "
+                                f"padded)")
+            elif batch > self.batch_size:
+                problems.append(f"{batch}x{length}: batches hold at most {self.batch_size} texts (--batch_size)")
+        return "; ".join(problems) + (", so such a shape is never called" if problems else "")
 
     # -- text -> features -> logits ---------------------------------------------------------
     def encode(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None) -> List[Features]:

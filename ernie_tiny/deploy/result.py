@@ -51,7 +51,8 @@ class ExportResult(StageResult):
             runtimes = self.int8.get("runtimes") or {}
             scores = (", ".join(f"{r['score']:.1f} ({name})" for name, r in runtimes.items()) if len(runtimes) > 1
                       else f"{self.int8['int8']:.1f}")
-            parts.append(f"int8 dev {self.int8['metric']} {scores} vs fp32 {self.int8['fp32']:.1f}")
+            parts.append(f"int8 dev {self.int8['metric']} {scores} vs fp32 {self.int8['fp32']:.1f}"
+                         + (" (openvino-int8 left out)" if (self.int8.get("openvino") or {}).get("left_out") else ""))
         if self.bf16 and self.bf16["runtimes"]:
             scores = ", ".join(f"{r['score']:.1f} ({name})" for name, r in self.bf16["runtimes"].items())
             parts.append(f"bf16 dev {self.bf16['metric']} {scores} vs fp32 {self.bf16['fp32']:.1f}")

@@ -83,10 +83,10 @@ class ExportSection(Section):
                                          "optimizer: attention, skip-layer-norm, gelu, embedding), checked like the "
                                          "others; int8 then quantizes it")
     int8: Literal["off", "dynamic", "static"] = Field(
-        "static", description="onnxruntime post-training quantization: dynamic (of the fused graph: weights "
-                               "int8, activations quantized per batch; onnxruntime runs it) or static (QDQ of the "
-                               "plain graph, activation ranges calibrated on the train split; onnxruntime and "
-                               "OpenVINO run it)")
+        "static", description="post-training quantization: dynamic (onnxruntime's, of the fused graph: weights "
+                               "int8, activations quantized per batch; onnxruntime runs it) or static (of the plain "
+                               "graph, activation ranges calibrated on the train split: onnxruntime's QDQ model, and "
+                               "with openvino NNCF's model for OpenVINO)")
     calibration_examples: int = Field(256, ge=1, description="static int8: train examples for calibration")
     eval_examples: int = Field(1000, ge=0, description="dev examples scored before and after int8; 0 = all")
     max_int8_drop: float = Field(0.5, ge=0, description="the export fails if int8 scores more than this many "
