@@ -129,3 +129,23 @@ def test_openvino_compiles_shapes_given_ahead_before_the_first_call(tmp_path):
     assert sorted(backend.static) == [(1, 16), (2, 32)]  # the slots were taken ahead: later shapes stay dynamic
     with pytest.raises(ValueError, match="3 shapes to compile ahead, but only 2"):
         OpenVinoBackend(onnx_file, threads=1, static_shapes=2, shapes=[(1, 16), (2, 16), (3, 16)])
+
+
+def test_openvino_background_compiles_leave_calls_on_the_dynamic_model_until_done(tmp_path):
+    from ernie_tiny.deploy.export import export_onnx, save_static
+    from ernie_tiny.deploy.openvino_runtime import OpenVinoBackend
+
+    model = tiny_classifier()
+    onnx_file = tmp_path / export_onnx(tmp_path, save_static(model, tmp_path / "model"), 14)
+    backend = OpenVinoBackend(onnx_file, threads=1, static_shapes=1, promote_after=2, background=True)
+    assert "in the background" in backend.description
+    ids = np.random.default_rng(3).integers(2, 200, (2, 16))
+    expected = OpenVinoBackend(onnx_file, threads=1, static_shapes=0)(ids, np.zeros_like(ids))
+    for _ in range(2):  # the second call starts the compile and runs on the dynamic model
+        np.testing.assert_allclose(backend(ids, np.zeros_like(ids)), expected, atol=1e-5, rtol=0)
+    assert set(backend.pending) == {(2, 16)} and not backend.static and not backend.calls
+    assert backend._for_shape((3, 16)) is backend.dynamic and not backend.calls  # the one slot is taken: no counting
+    backend.wait_for_compiles()
+    np.testing.assert_allclose(backend(ids, np.zeros_like(ids)), expected, atol=1e-5, rtol=0)
+    assert list(backend.static) == [(2, 16)] and not backend.pending
+    assert backend.static[(2, 16)] is not backend.dynamic

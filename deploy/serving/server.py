@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     import uvicorn
 
     try:
-        predictor = predictor_from_args(args)
+        predictor = predictor_from_args(args, background_compile=True)  # no request waits for a shape's compile
     except DeployInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

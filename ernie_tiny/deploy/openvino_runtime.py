@@ -13,13 +13,16 @@ student, against its 5.9 MB int8 file. So ``OpenVinoBackend`` keeps the dynamic 
 compiled model the ``promote_after``-th time it is called with it, up to ``static_shapes`` shapes
 for the backend's life: the first ones to recur keep them, nothing is evicted (a mix of shapes
 never recompiles over and over), and the compile runs in the call that promotes the shape (a
-server's worker thread waits for it, once per shape). The predictor pads lengths to a multiple
+batch job waits for it, once per shape), or with ``background`` (the server) on a thread of its
+own while the calls go on on the dynamic model until it is done: under load the server's p99
+otherwise carried those compiles (docs/results/serving/). The predictor pads lengths to a multiple
 of 16 and sends full batches but for the last of each request, so a batch job sees few shapes; a
 server's batch sizes follow its load, and there the first shapes to recur keep the slots. Shapes
 known ahead (``shapes``; ``--compile_shapes 1x128 32x128``) are compiled before the first call
 instead: they take the first slots, so early traffic (a health check, a burst of small
 batches) cannot take them, and no request waits for their compile.
-Like every backend, not thread-safe: one caller at a time.
+Like every backend, not thread-safe: one caller at a time (the background compile touches only
+the compiled model it returns).
 
 ``precision``: ``f32`` (the default: OpenVINO's own default on CPUs that compute bf16 natively
 is bf16 arithmetic, which misses the export's fp32 tolerance; measured here: ``ov-defaults``) or ``bf16`` (the
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -75,7 +79,8 @@ class OpenVinoBackend:
     thread count, ``precision`` arithmetic where the model is float)."""
 
     def __init__(self, path: str | Path, threads: int = 0, static_shapes: int = STATIC_SHAPES,
-                 promote_after: int = PROMOTE_AFTER, precision: str = "f32", shapes: Sequence[Sequence[int]] = ()):
+                 promote_after: int = PROMOTE_AFTER, precision: str = "f32", shapes: Sequence[Sequence[int]] = (),
+                 background: bool = False):
         import openvino as ov
 
         self.core = ov.Core()
@@ -93,11 +98,15 @@ class OpenVinoBackend:
         self.static_shapes, self.promote_after = static_shapes, max(1, promote_after)
         self.static = {}  # (batch, length) -> (compiled model, infer request) for that shape only
         self.calls = Counter()  # calls by shape not yet compiled on its own
+        self.pending = {}  # with background: shape -> Future of its compiled model, while it compiles
+        self.compiler = ThreadPoolExecutor(1, thread_name_prefix="openvino-compile") if background else None
         for shape in shapes:
             self.static[shape] = self._compile_shape(shape)
         compiled = [f"{b}x{n}" for b, n in shapes if self.static[(b, n)] is not self.dynamic]
         ahead = f" ({', '.join(compiled)} at start)" if compiled else ""
-        recurring = f", up to {static_shapes} recurring shapes compiled on their own{ahead}" if static_shapes else ""
+        background_note = ", in the background" if background else ""
+        recurring = (f", up to {static_shapes} recurring shapes compiled on their own{background_note}{ahead}"
+                     if static_shapes else "")
         arithmetic = ", bf16 arithmetic" if precision == "bf16" else ""
         self.description = f"openvino {ov.__version__.split('-')[0]} cpu ({Path(path).name}{arithmetic}{recurring})"
 
@@ -121,15 +130,28 @@ class OpenVinoBackend:
     def _for_shape(self, shape: tuple) -> tuple:
         if shape in self.static:
             return self.static[shape]
-        if len(self.static) < self.static_shapes:
+        if shape in self.pending:  # compiling in the background: the dynamic model until it is done
+            if not self.pending[shape].done():
+                return self.dynamic
+            self.static[shape] = self.pending.pop(shape).result()
+            return self.static[shape]
+        if len(self.static) + len(self.pending) < self.static_shapes:
             self.calls[shape] += 1
             if self.calls[shape] >= self.promote_after:
-                self.static[shape] = self._compile_shape(shape)
                 del self.calls[shape]
-                if len(self.static) == self.static_shapes:
+                if self.compiler:
+                    self.pending[shape] = self.compiler.submit(self._compile_shape, shape)
+                else:
+                    self.static[shape] = self._compile_shape(shape)
+                if len(self.static) + len(self.pending) == self.static_shapes:
                     self.calls.clear()  # no more shapes get their own model: stop counting
-                return self.static[shape]
+                return self.static.get(shape, self.dynamic)
         return self.dynamic
+
+    def wait_for_compiles(self) -> None:
+        """Blocks until the background compiles started so far are done (tests, benchmarks)."""
+        for future in list(self.pending.values()):
+            future.result()
 
     def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
         compiled, request = self._for_shape(tuple(input_ids.shape))

@@ -310,12 +310,13 @@ def auto_reason(backend: str, requested: str, info: dict) -> str:
 def make_backend(model_dir: str | Path, backend: str = "auto", **options):
     """A runtime over ``model_dir``; ``options`` go to ``PaddleBackend`` (device, threads,
     mkldnn, precision, tensorrt, ...) or, for the onnx and openvino backends, only ``threads``
-    (and ``spin`` for onnx, ``static_shapes`` and ``compile_shapes`` for openvino)."""
+    (and ``spin`` for onnx; ``static_shapes``, ``compile_shapes`` and ``background_compile``, to
+    compile recurring shapes off the calling thread, for openvino)."""
     info = read_deploy_info(model_dir)
     requested = backend
     backend = resolve_backend(backend, info, options.get("device", "cpu"), options.pop("allow_int8", False))
     spin, static_shapes = options.pop("spin", False), options.pop("static_shapes", STATIC_SHAPES)
-    compile_shapes = options.pop("compile_shapes", [])
+    compile_shapes, background = options.pop("compile_shapes", []), options.pop("background_compile", False)
     chosen = f"auto chose {backend}" if requested == "auto" else f"{backend} is not one"
     if spin and backend not in ONNX_FILES:
         print(f"--spin applies to the onnxruntime backends; {chosen}, and runs without it", file=sys.stderr, flush=True)
@@ -348,7 +349,8 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
             raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: backend {backend} needs {needs}, checked on "
                                    f"OpenVINO at export; {model_dir} has none (choose another --backend)")
         return open_openvino(backend, model_file(model_dir, info[OPENVINO_FILES[backend]]),
-                             threads=options.get("threads", 0), static_shapes=static_shapes, shapes=compile_shapes)
+                             threads=options.get("threads", 0), static_shapes=static_shapes, shapes=compile_shapes,
+                             background=background)
     if backend in ONNX_FILES:
         key = ONNX_FILES[backend]
         if not info.get(key):
