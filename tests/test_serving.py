@@ -260,7 +260,8 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(served):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "deploy/serving/server.py"), "--model_dir", str(predictor.model_dir),
-         "--port", str(port), "--backend", "paddle", "--threads", "1", "--max_wait_ms", "1500"],
+         "--port", str(port), "--backend", "paddle", "--threads", "1", "--max_wait_ms", "1500", "--warmup",
+         "--batch_size", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -286,6 +287,8 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(served):
             process.kill()
         output = process.communicate()[0]
     assert "Finished server process" in output, output
+    lengths = -(-predictor.max_length // 16)  # --warmup: every batch size x padded length, before serving
+    assert f"warmed up: {4 * lengths} batch x length shapes in " in output, output
 
 
 def test_the_serving_load_benchmark_counts_every_request(served, tmp_path):

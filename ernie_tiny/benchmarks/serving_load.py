@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="the started server's --threads (0 = all cores)")
     parser.add_argument("--batch_size", type=int, default=32, help="the started server's --batch_size")
     parser.add_argument("--max_wait_ms", type=float, default=5.0, help="the started server's --max_wait_ms")
+    parser.add_argument("--server_warmup", action="store_true", help="start the server with --warmup (every shape "
+                                                                     "called once before it serves)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take before it counts "
                                                                      "as an error")
     parser.add_argument("--output", metavar="FILE.md", help="also write the Markdown report here")
@@ -65,7 +67,7 @@ def free_port() -> int:
 def start_server(args, port: int) -> subprocess.Popen:
     command = [sys.executable, str(SERVER), "--model_dir", args.model_dir, "--host", "127.0.0.1", "--port", str(port),
                "--backend", args.backend, "--threads", str(args.threads), "--batch_size", str(args.batch_size),
-               "--max_wait_ms", str(args.max_wait_ms)]
+               "--max_wait_ms", str(args.max_wait_ms), *(["--warmup"] if args.server_warmup else [])]
     # stdout (uvicorn's access log) is dropped; its start-up and error messages go to our stderr
     return subprocess.Popen(command, stdout=subprocess.DEVNULL)
 
@@ -138,7 +140,8 @@ def summarize(measured: dict, args, health_before: dict, health_after: dict) -> 
 def command_line(args) -> str:
     """The command that repeats this run (its report's first line)."""
     target = f"--model_dir {args.model_dir} --backend {args.backend} --threads {args.threads} --batch_size " \
-             f"{args.batch_size} --max_wait_ms {args.max_wait_ms:g}" if args.model_dir else f"--url {args.url}"
+             f"{args.batch_size} --max_wait_ms {args.max_wait_ms:g}{' --server_warmup' if args.server_warmup else ''}" \
+        if args.model_dir else f"--url {args.url}"
     output = f" --output {args.output}" if args.output else ""
     return (f"python tools/benchmark.py serving {target} --clients {args.clients} --texts {args.texts} "
             f"--warmup_seconds {args.warmup_seconds:g} --seconds {args.seconds:g}{output}")

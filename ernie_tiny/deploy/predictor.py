@@ -410,6 +410,19 @@ class Predictor:
                 problems.append(f"{batch}x{length}: batches hold at most {self.batch_size} texts (--batch_size)")
         return "; ".join(problems) + (", so such a shape is never called" if problems else "")
 
+    def warm_up(self) -> int:
+        """Calls the backend once with every shape this predictor can send it (batches of 1 to
+        ``batch_size``, lengths padded to multiples of LENGTH_BUCKET up to the padded max length),
+        so no request pays a shape's first call: measured here on OpenVINO's dynamic int8 model,
+        a shape's first call took a median 8x a repeat call, fp32 1.75x (2026-12-02, one-off).
+        Returns the number of shapes called (once each: none is promoted to a model of its own)."""
+        shapes = [(batch, length) for length in range(LENGTH_BUCKET, padded_length(self.max_length) + 1, LENGTH_BUCKET)
+                  for batch in range(1, self.batch_size + 1)]
+        for batch, length in shapes:
+            ids = np.full((batch, length), self.pad_token_id + 1, dtype=np.int64)
+            self.backend(ids, np.zeros_like(ids))
+        return len(shapes)
+
     # -- text -> features -> logits ---------------------------------------------------------
     def encode(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None) -> List[Features]:
         """Model inputs, as the model was finetuned on them. Token tasks take each character
