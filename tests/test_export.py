@@ -430,8 +430,8 @@ def test_openvino_backend_matches_eager(sequence_export, monkeypatch):
                                atol=ATOL, rtol=0)
     assert not dynamic.backend.static and "recurring" not in dynamic.description
     warm = Predictor(out, backend="openvino", batch_size=2, max_length=40)
-    assert warm.warm_up() == 6 and set(warm.backend.calls) == {(b, n) for b in (1, 2) for n in (16, 32, 48)}
-    assert not warm.backend.static  # each shape called once: none takes a slot
+    assert warm.warm_up() == 6  # batches 1 and 2 x lengths 16, 32 and 48
+    assert not warm.backend.calls and not warm.backend.static  # warm-up calls do not count towards promotion
     ahead = Predictor(out, backend="openvino", batch_size=2, compile_shapes=[(2, 16)])
     assert list(ahead.backend.static) == [(2, 16)] and "(2x16 at start)" in ahead.description
     with pytest.raises(DeployInputError, match=r"--compile_shapes 1x144: lengths are at most 128 \(max length 128, "

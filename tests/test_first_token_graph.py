@@ -149,3 +149,22 @@ def test_openvino_background_compiles_leave_calls_on_the_dynamic_model_until_don
     np.testing.assert_allclose(backend(ids, np.zeros_like(ids)), expected, atol=1e-5, rtol=0)
     assert list(backend.static) == [(2, 16)] and not backend.pending
     assert backend.static[(2, 16)] is not backend.dynamic
+
+
+def test_a_failed_background_compile_leaves_the_shape_on_the_dynamic_model_for_good(tmp_path, capsys):
+    from ernie_tiny.deploy.export import export_onnx, save_static
+    from ernie_tiny.deploy.openvino_runtime import OpenVinoBackend
+
+    model = tiny_classifier()
+    onnx_file = tmp_path / export_onnx(tmp_path, save_static(model, tmp_path / "model"), 14)
+    backend = OpenVinoBackend(onnx_file, threads=1, static_shapes=2, promote_after=1, background=True)
+
+    def out_of_memory(model):
+        raise MemoryError()
+    backend._compile = out_of_memory  # every compile from now on fails
+    ids = np.ones((2, 16), "int64")
+    for _ in range(4):  # never raises; promoted once, never tried again
+        backend(ids, np.zeros_like(ids))
+        backend.wait_for_compiles()
+    assert backend.static == {(2, 16): backend.dynamic} and not backend.pending
+    assert capsys.readouterr().out.count("cannot compile model.onnx for shape [2, 16] (MemoryError)") == 1

@@ -1,5 +1,6 @@
 """The HTTP server (deploy/serving/server.py) on loopback, over a tiny exported model: real
 requests through uvicorn, good and bad, concurrent ones batched together."""
+import argparse
 import contextlib
 import importlib.util
 import json
@@ -306,3 +307,11 @@ def test_the_serving_load_benchmark_counts_every_request(served, tmp_path):
     assert app.state.batcher.stats.requests - before >= result["requests"]  # warm-up requests are not timed
     assert result["requests_per_call"] >= 1 and "| requests | errors | requests/s |" in report.read_text()
     assert main(["serving", "--clients", "2"]) == 2  # neither --model_dir nor --url
+    assert main(["serving", "--url", url, "--server_warmup"]) == 2  # it would start no server to warm up
+    from ernie_tiny.benchmarks.serving_load import add_arguments, command_line
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert "--model_dir out --backend auto" in command_line(parser.parse_args(["--model_dir", "out", "--server_warmup"]))
+    assert command_line(parser.parse_args(["--model_dir", "out", "--server_warmup"])).split(" --clients")[0].endswith(
+        " --server_warmup")

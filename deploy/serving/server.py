@@ -226,8 +226,8 @@ def parse_args(argv=None):
     parser.add_argument("--max_body_bytes", type=positive_int, default=1 << 20)
     parser.add_argument("--warmup", action="store_true",
                         help="before serving, call the model once with every batch size x padded length it can be "
-                             "sent (a shape's first call is slower: 8x on OpenVINO's dynamic int8 model); takes "
-                             "seconds at start")
+                             "sent (--batch_size x max length / 16 shapes; a shape's first call is slower, several "
+                             "times on OpenVINO's dynamic int8 model)")
     return parser.parse_args(argv)
 
 
@@ -244,7 +244,8 @@ def main(argv=None) -> int:
     if args.warmup:
         started = time.perf_counter()
         shapes = predictor.warm_up()
-        print(f"warmed up: {shapes} batch x length shapes in {time.perf_counter() - started:.1f} s", flush=True)
+        print(f"warmed up: {shapes} batch x length shapes in {time.perf_counter() - started:.1f} s", file=sys.stderr,
+              flush=True)
     app = create_app(predictor, Limits(args.max_texts, args.max_chars, args.max_body_bytes), args.batch_size,
                      args.max_wait_ms, args.model_name)
     print(f"serving {predictor.info['task']} ({predictor.description}) on http://{args.host}:{args.port}",

@@ -140,8 +140,8 @@ def summarize(measured: dict, args, health_before: dict, health_after: dict) -> 
 def command_line(args) -> str:
     """The command that repeats this run (its report's first line)."""
     target = f"--model_dir {args.model_dir} --backend {args.backend} --threads {args.threads} --batch_size " \
-             f"{args.batch_size} --max_wait_ms {args.max_wait_ms:g}{' --server_warmup' if args.server_warmup else ''}" \
-        if args.model_dir else f"--url {args.url}"
+             f"{args.batch_size} --max_wait_ms {args.max_wait_ms:g}" if args.model_dir else f"--url {args.url}"
+    target += " --server_warmup" if args.server_warmup else ""
     output = f" --output {args.output}" if args.output else ""
     return (f"python tools/benchmark.py serving {target} --clients {args.clients} --texts {args.texts} "
             f"--warmup_seconds {args.warmup_seconds:g} --seconds {args.seconds:g}{output}")
@@ -177,6 +177,9 @@ def main(args: argparse.Namespace) -> int:
 
     if bool(args.model_dir) == bool(args.url):
         print("give --model_dir (start a server) or --url (a running one)", file=sys.stderr)
+        return 2
+    if args.server_warmup and args.url:
+        print("--server_warmup starts the server with --warmup: it needs --model_dir, not --url", file=sys.stderr)
         return 2
     if args.clients < 1 or args.texts < 1 or args.seconds <= 0:
         print("--clients and --texts must be at least 1, --seconds above 0", file=sys.stderr)

@@ -9,20 +9,26 @@ at 32 x 128 in every run, and 2.8-3.7 vs 3.4-4.0 ms at 1 x 128 (as fast in one r
 fp32 per shape was within the noise of dynamic. Each shape's compiled model
 costs memory and compile time, though: in a one-off measurement here (2026-12-02, process
 RSS; not committed), 30 to 70 MB and 0.2 to 0.7 s per shape for the pruned 4L-312H-12A
-student, against its 5.9 MB int8 file. So ``OpenVinoBackend`` keeps the dynamic model for every shape and gives a shape its own
+student, against its 5.9 MB int8 file.
+
+So ``OpenVinoBackend`` keeps the dynamic model for every shape and gives a shape its own
 compiled model the ``promote_after``-th time it is called with it, up to ``static_shapes`` shapes
-for the backend's life: the first ones to recur keep them, nothing is evicted (a mix of shapes
-never recompiles over and over), and the compile runs in the call that promotes the shape (a
-batch job waits for it, once per shape), or with ``background`` (the server) on a thread of its
-own while the calls go on on the dynamic model until it is done: under load the server's p99
-otherwise carried those compiles (docs/results/serving/). The predictor pads lengths to a multiple
-of 16 and sends full batches but for the last of each request, so a batch job sees few shapes; a
-server's batch sizes follow its load, and there the first shapes to recur keep the slots. Shapes
-known ahead (``shapes``; ``--compile_shapes 1x128 32x128``) are compiled before the first call
-instead: they take the first slots, so early traffic (a health check, a burst of small
-batches) cannot take them, and no request waits for their compile.
-Like every backend, not thread-safe: one caller at a time (the background compile touches only
-the compiled model it returns).
+for the backend's life: the first ones to recur keep them, and nothing is evicted (a mix of shapes
+never recompiles over and over). The predictor pads lengths to a multiple of 16 and sends full
+batches but for the last of each request, so a batch job sees few shapes; a server's batch sizes
+follow its load, and there the first shapes to recur keep the slots.
+
+Where the compile runs: in the call that promotes the shape (a batch job waits for it, once per
+shape), or with ``background`` (the server) on a thread of its own, while the calls go on on the
+dynamic model until it is done (OpenVINO's compile releases the GIL: a one-off check here). A
+compile that fails, either way, leaves the shape on the dynamic model for good (it keeps its
+slot, so it is not tried again). Shapes known ahead (``shapes``; ``--compile_shapes 1x128
+32x128``) are compiled before the first call instead: they take the first slots, so early
+traffic (a health check, a burst of small batches) cannot take them.
+
+Like every backend, not thread-safe: one caller at a time. The compile thread only reads what
+``__init__`` set (the model, the core, the properties) and returns a new compiled model; only the
+calling thread changes the shape tables.
 
 ``precision``: ``f32`` (the default: OpenVINO's own default on CPUs that compute bf16 natively
 is bf16 arithmetic, which misses the export's fp32 tolerance; measured here: ``ov-defaults``) or ``bf16`` (the
@@ -31,6 +37,7 @@ is bf16 arithmetic, which misses the export's fp32 tolerance; measured here: ``o
 from __future__ import annotations
 
 import functools
+import weakref
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -100,6 +107,8 @@ class OpenVinoBackend:
         self.calls = Counter()  # calls by shape not yet compiled on its own
         self.pending = {}  # with background: shape -> Future of its compiled model, while it compiles
         self.compiler = ThreadPoolExecutor(1, thread_name_prefix="openvino-compile") if background else None
+        if self.compiler:  # queued compiles are dropped, not run, when the backend goes or the process exits
+            weakref.finalize(self, self.compiler.shutdown, wait=False, cancel_futures=True)
         for shape in shapes:
             self.static[shape] = self._compile_shape(shape)
         compiled = [f"{b}x{n}" for b, n in shapes if self.static[(b, n)] is not self.dynamic]
@@ -118,14 +127,28 @@ class OpenVinoBackend:
         """The model compiled for ``shape`` alone; the dynamic model if OpenVINO cannot compile it."""
         import openvino as ov
 
-        model = self.model.clone()
-        model.reshape({name: ov.PartialShape(list(shape)) for name in self.input_names})
         try:
+            model = self.model.clone()
+            model.reshape({name: ov.PartialShape(list(shape)) for name in self.input_names})
             return self._compile(model)
-        except RuntimeError as err:  # OpenVINO's compile errors: this shape stays on the dynamic model
+        except Exception as err:  # noqa: BLE001 -- OpenVINO's errors, or memory: this shape stays dynamic
             print(f"OpenVINO cannot compile {Path(self.path).name} for shape {list(shape)} "
-                  f"({str(err).splitlines()[0]}): it runs on the dynamic model", flush=True)
+                  f"({(str(err).splitlines() or [type(err).__name__])[0]}): it runs on the dynamic model", flush=True)
             return self.dynamic  # takes a slot, so it is not tried again
+
+    def _slots_used(self) -> int:
+        return len(self.static) + len(self.pending)
+
+    def _promote(self, shape: tuple) -> tuple:
+        """Gives ``shape`` its own compiled model (in the background: once it is done); returns
+        the model this call runs on."""
+        if self.compiler:
+            self.pending[shape] = self.compiler.submit(self._compile_shape, shape)
+        else:
+            self.static[shape] = self._compile_shape(shape)
+        if self._slots_used() == self.static_shapes:
+            self.calls.clear()  # no more shapes get their own model: stop counting
+        return self.static.get(shape, self.dynamic)
 
     def _for_shape(self, shape: tuple) -> tuple:
         if shape in self.static:
@@ -133,25 +156,25 @@ class OpenVinoBackend:
         if shape in self.pending:  # compiling in the background: the dynamic model until it is done
             if not self.pending[shape].done():
                 return self.dynamic
-            self.static[shape] = self.pending.pop(shape).result()
+            self.static[shape] = self.pending.pop(shape).result()  # _compile_shape does not raise
             return self.static[shape]
-        if len(self.static) + len(self.pending) < self.static_shapes:
+        if self._slots_used() < self.static_shapes:
             self.calls[shape] += 1
             if self.calls[shape] >= self.promote_after:
                 del self.calls[shape]
-                if self.compiler:
-                    self.pending[shape] = self.compiler.submit(self._compile_shape, shape)
-                else:
-                    self.static[shape] = self._compile_shape(shape)
-                if len(self.static) + len(self.pending) == self.static_shapes:
-                    self.calls.clear()  # no more shapes get their own model: stop counting
-                return self.static.get(shape, self.dynamic)
+                return self._promote(shape)
         return self.dynamic
 
     def wait_for_compiles(self) -> None:
-        """Blocks until the background compiles started so far are done (tests, benchmarks)."""
+        """Blocks until the background compiles started so far are done (tests)."""
         for future in list(self.pending.values()):
             future.result()
+
+    def warm(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> None:
+        """One call on the model this shape runs on now, not counted towards its promotion (a
+        warm-up call is not a recurring shape)."""
+        compiled, request = self.static.get(tuple(input_ids.shape), self.dynamic)
+        request.infer(dict(zip(self.input_names, (input_ids.astype(np.int64), token_type_ids.astype(np.int64)))))
 
     def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
         compiled, request = self._for_shape(tuple(input_ids.shape))

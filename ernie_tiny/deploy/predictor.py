@@ -413,14 +413,16 @@ class Predictor:
     def warm_up(self) -> int:
         """Calls the backend once with every shape this predictor can send it (batches of 1 to
         ``batch_size``, lengths padded to multiples of LENGTH_BUCKET up to the padded max length),
-        so no request pays a shape's first call: measured here on OpenVINO's dynamic int8 model,
-        a shape's first call took a median 8x a repeat call, fp32 1.75x (2026-12-02, one-off).
-        Returns the number of shapes called (once each: none is promoted to a model of its own)."""
+        so no request pays a shape's first call, which is several times slower on OpenVINO's
+        dynamic models (docs/results/serving/first_call.md). OpenVINO does not count these calls
+        towards a shape's promotion. Returns the number of shapes called."""
         shapes = [(batch, length) for length in range(LENGTH_BUCKET, padded_length(self.max_length) + 1, LENGTH_BUCKET)
                   for batch in range(1, self.batch_size + 1)]
+        call = getattr(self.backend, "warm", self.backend)
+        token = self.tokenizer.unk_token_id  # any id the vocabulary has (pruning keeps the special tokens)
         for batch, length in shapes:
-            ids = np.full((batch, length), self.pad_token_id + 1, dtype=np.int64)
-            self.backend(ids, np.zeros_like(ids))
+            ids = np.full((batch, length), token, dtype=np.int64)
+            call(ids, np.zeros_like(ids))
         return len(shapes)
 
     # -- text -> features -> logits ---------------------------------------------------------
