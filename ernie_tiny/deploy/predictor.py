@@ -324,7 +324,6 @@ def make_backend(model_dir: str | Path, backend: str = "auto", **options):
         if given and backend not in OPENVINO_MODELS:
             print(f"{flag} applies to the openvino backends; {chosen}, and runs without it", file=sys.stderr,
                   flush=True)
-
     if backend == "paddle":
         return PaddleBackend(model_dir, **options)
     gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")
