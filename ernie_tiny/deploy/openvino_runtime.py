@@ -173,10 +173,12 @@ class OpenVinoBackend:
     def warm(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> None:
         """One call on the model this shape runs on now, not counted towards its promotion (a
         warm-up call is not a recurring shape)."""
-        compiled, request = self.static.get(tuple(input_ids.shape), self.dynamic)
-        request.infer(dict(zip(self.input_names, (input_ids.astype(np.int64), token_type_ids.astype(np.int64)))))
+        self._run(self.static.get(tuple(input_ids.shape), self.dynamic), input_ids, token_type_ids)
 
     def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
-        compiled, request = self._for_shape(tuple(input_ids.shape))
+        return self._run(self._for_shape(tuple(input_ids.shape)), input_ids, token_type_ids)
+
+    def _run(self, model: tuple, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        compiled, request = model
         feed = dict(zip(self.input_names, (input_ids.astype(np.int64), token_type_ids.astype(np.int64))))
         return np.array(request.infer(feed)[compiled.outputs[0]], copy=True)  # the request reuses its buffer
