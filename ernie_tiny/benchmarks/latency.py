@@ -36,7 +36,9 @@ plain onnxruntime as a user runs it, and eager Paddle, on the same inputs, in on
   is faster; "per round" takes that ratio in each round of turns (the runtime's median over
   ``ort-defaults``' in the same round, ``per_round_ratios``), so load that changes between
   rounds moves both sides alike, and gives its median and range over the rounds. The report names the CPU's instruction sets
-  (AVX2, AVX-512, VNNI, AMX: they decide which backend is fastest) and the model files' sizes.
+  (AVX2, AVX-512, VNNI, AMX: they decide which backend is fastest) and the model files' sizes;
+* targets: the report ends with the deployment targets that apply to this CPU, each met,
+  missed or not measured in this run (``ernie_tiny.benchmarks.latency_targets``).
 
 """
 from __future__ import annotations
@@ -301,7 +303,7 @@ def pruning_line(info: dict) -> str:
     return line + "."
 
 
-def format_report(meta: dict, rows: list) -> str:
+def format_report(meta: dict, rows: list, targets: str = "") -> str:
     rates = meta["matmul_gflops"]
     lines = [
         f"# Inference latency: {meta['model']}",
@@ -336,7 +338,7 @@ def format_report(meta: dict, rows: list) -> str:
                      f"{per_round(r)} |")
     lines.append("")
     lines.append(f"Wall time {meta['wall_seconds']:.0f} s.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (f"\n{targets}" if targets else "")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -356,6 +358,7 @@ def main(args: argparse.Namespace) -> int:
     import onnxruntime
     import paddle
 
+    from ernie_tiny.benchmarks.latency_targets import format_targets, judge
     from ernie_tiny.deploy.backend_timing import cpu_features
     from ernie_tiny.deploy.predictor import (ONNX_FILES, OPENVINO_FILES, available, openvino_installed,
                                              read_deploy_info, resolve_backend)
@@ -432,10 +435,14 @@ def main(args: argparse.Namespace) -> int:
             "peer_precision": getattr(runtimes.get(PEER), "precision", None),
             "first_token_graph": bool(info.get("first_token_graph")),
             "wall_seconds": time.perf_counter() - started}
-    report = format_report(meta, rows)
+    verdicts = judge(measured, info, meta["cpu"], BLOCK)
+    report = format_report(meta, rows, format_targets(verdicts))
     print(report)
     if args.output:
         Path(args.output).write_text(report, encoding="utf-8")
     if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1), encoding="utf-8")
+        samples = {f"{batch}x{seq}": {name: [round(t * 1000, 4) for t in ts] for name, ts in times.items()}
+                   for batch, seq, times in measured}  # in timing order: rounds of BLOCK calls
+        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows, "targets": verdicts, "samples_ms": samples},
+                                              indent=1), encoding="utf-8")
     return 0
