@@ -13,3 +13,10 @@ class InputError(ValueError):
     """Bad input; the message names the file (line, key) and what to do."""
 
     what = "input error"  # the heading the CLI prints above the message
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, for a one-line report of a failure that is
+    recovered from (a runtime that cannot load a model, a quantizer that gives up); its type's
+    name when the message is empty."""
+    return (str(err).splitlines() or [type(err).__name__])[0]

@@ -49,10 +49,10 @@ class Stage:
         config, for a run that has not written its output yet."""
         return load_object(self.result).product(output_dir, config)
 
-    def several_models(self, config) -> str:
+    def several_models_reason(self, config) -> str:
         """Why a run with this resolved config leaves several models in its product, naming the
         config key ('' when it leaves one): a later stage that reads one model cannot read it."""
-        return load_object(self.result).several_models(config)
+        return load_object(self.result).several_models_reason(config)
 
     def read_result(self, output_dir):
         """The stage's typed result in ``output_dir`` (None if it has not written it yet)."""
@@ -70,7 +70,7 @@ class StageResult:
         return Path(output_dir) / cls.product_dir if cls.product_dir else Path(output_dir)
 
     @classmethod
-    def several_models(cls, config) -> str:
+    def several_models_reason(cls, config) -> str:
         return ""
 
 

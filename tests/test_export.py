@@ -175,11 +175,17 @@ def test_token_export_and_predictor(token_export):
     assert predictor.predict([long_text])[0]["truncated"] and len(predictor.predict([long_text])[0]["tokens"]) == 126
 
 
+def load_script(path: str):
+    """A command-line script of the repository as a module (its main() is called in-process)."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_infer_cli_writes_json_lines(sequence_export, tmp_path):
     _, out = sequence_export
-    spec = importlib.util.spec_from_file_location("infer", ROOT / "deploy/python/infer.py")
-    infer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(infer)
+    infer = load_script("deploy/python/infer.py")
     source = tmp_path / "texts.txt"
     source.write_text("\n".join(TEXTS[:2]) + "\n\n" + TEXTS[2] + "\n", encoding="utf-8")
     target = tmp_path / "out.jsonl"
@@ -436,6 +442,8 @@ def test_openvino_backend_matches_eager(sequence_export, monkeypatch):
                                atol=ATOL, rtol=0)
     assert not dynamic.backend.static and "recurring" not in dynamic.description
     warm = Predictor(out, backend="openvino", batch_size=2, max_length=40)
+    assert warm.sendable_shapes() == [(1, 16), (1, 32), (2, 16), (1, 48), (2, 32), (2, 48)]  # cheapest first
+    assert warm.warm_up(max_seconds=0) == 0  # the budget is spent before the first shape
     assert warm.warm_up() == 6  # batches 1 and 2 x lengths 16, 32 and 48
     assert not warm.backend.calls and not warm.backend.static  # warm-up calls do not count towards promotion
     ahead = Predictor(out, backend="openvino", batch_size=2, compile_shapes=[(2, 16)])
@@ -591,3 +599,61 @@ def test_an_export_from_before_openvinos_own_int8_model_says_to_re_export(sequen
     assert resolve_backend("auto", info, allow_int8=True) != "openvino-int8"
     with pytest.raises(DeployInputError, match="exported before OpenVINO had an int8 model of its own"):
         Predictor(old, backend="openvino-int8")
+
+
+# ---- auto's timings on the machine that serves (deploy/python/retime.py) ----
+
+def test_a_model_timed_on_another_cpu_says_so_and_retime_times_it_here(sequence_export, tmp_path, monkeypatch, capsys):
+    """Exported on a CPU with other instruction sets, auto's description says its choice may not be
+    the fastest here and names the command; retime.py times the same backends on the same shapes
+    here, rewrites deploy.json's timing (the export's kept under ``replaced``), and the note goes."""
+    import shutil
+
+    from ernie_tiny.deploy import predictor as predictor_module
+    from ernie_tiny.deploy.backend_timing import cpu_features
+    from ernie_tiny.deploy.predictor import Predictor
+
+    _, out = sequence_export
+    served = shutil.copytree(out, tmp_path / "export")
+    info = json.loads((served / "deploy.json").read_text())
+    exported_on = {"model": "elsewhere", "instruction_sets": ["AVX2", "FMA"], "vnni": False}
+    info["timing"]["cpu"] = exported_on
+    (served / "deploy.json").write_text(json.dumps(info))
+    moved = Predictor(served, backend="auto")
+    assert f"timed at export on a CPU with AVX2 FMA; this one has {' '.join(cpu_features()['instruction_sets'])}: " \
+           f"another backend may be faster here (python deploy/python/retime.py --model_dir {served} times them " \
+           f"here)" in moved.description
+    assert "retime" not in Predictor(served, backend="onnx").description  # chosen, not auto: no note
+
+    retime = load_script("deploy/python/retime.py")
+    assert retime.main(["--model_dir", str(served), "--repeats", "1", "--warmup", "0", "--threads", "1"]) == 0
+    assert f"{served}/deploy.json: auto runs " in capsys.readouterr().out
+    timed = json.loads((served / "deploy.json").read_text())["timing"]
+    assert timed["cpu"] == cpu_features() and timed["replaced"]["cpu"] == exported_on
+    assert timed["shapes"] == info["timing"]["shapes"] and set(timed["median_ms"]) == set(info["timing"]["median_ms"])
+    assert timed["repeats"] == 1 and {k: v for k, v in json.loads((served / "deploy.json").read_text()).items()
+                                      if k != "timing"} == {k: v for k, v in info.items() if k != "timing"}
+    here = Predictor(served, backend="auto")
+    assert "retime" not in here.description and "fastest when timed again (" in here.description
+
+    # int8 scored on a CPU with VNNI, served on one without: said for the int8 backends only
+    monkeypatch.setattr(predictor_module, "cpu_features", lambda: {"instruction_sets": ["AVX2", "FMA"], "vnni": False})
+    assert "int8 scored at export on a CPU with VNNI" in Predictor(out, backend="onnx-int8").description
+    assert "VNNI" not in Predictor(out, backend="onnx").description
+
+    del info["timing"]  # exported without timing: nothing to take again
+    (served / "deploy.json").write_text(json.dumps(info))
+    assert retime.main(["--model_dir", str(served)]) == 2
+    assert "no timing to take again (exported with Export.timing_repeats: 0)" in capsys.readouterr().err
+    assert retime.main(["--model_dir", str(tmp_path / "none")]) == 2
+
+
+def test_other_cpu_compares_instruction_sets_and_is_silent_when_either_is_unknown():
+    from ernie_tiny.deploy.backend_timing import other_cpu
+
+    vnni = {"instruction_sets": ["AVX2", "AVX-512 VNNI"], "vnni": True}
+    assert other_cpu({"cpu": vnni}, here={"instruction_sets": ["AVX-512 VNNI", "AVX2"]}) == ""  # order aside
+    assert other_cpu({"cpu": vnni}, here={"instruction_sets": ["AVX2"]}) == \
+        "timed at export on a CPU with AVX2 AVX-512 VNNI; this one has AVX2"
+    assert other_cpu({"cpu": vnni}, here={"instruction_sets": []}) == ""  # no /proc/cpuinfo here
+    assert other_cpu({}, here={"instruction_sets": ["AVX2"]}) == ""

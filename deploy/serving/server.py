@@ -51,12 +51,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from fastapi import FastAPI, HTTPException, Request  # noqa: E402
 
 from ernie_tiny import __version__  # noqa: E402
-from ernie_tiny.deploy.inputs import DeployInputError, positive_int  # noqa: E402
+from ernie_tiny.deploy.inputs import DeployInputError, positive_int, seconds  # noqa: E402
 from ernie_tiny.deploy.json_body import parse_json, read_body  # noqa: E402
 from ernie_tiny.deploy.kserve_v2 import add_v2_routes, text_problem  # noqa: E402
 from ernie_tiny.deploy.predict_api import JSON, PredictRequest, predict_openapi  # noqa: E402
 from ernie_tiny.deploy.predictor import add_backend_arguments, predictor_from_args  # noqa: E402 (no Paddle import)
 from ernie_tiny.runtime import configure_threads  # noqa: E402
+
+WARMUP_SECONDS = 120.0  # --warmup's default budget: no shape is started after it
 
 
 @dataclass
@@ -224,10 +226,11 @@ def parse_args(argv=None):
     parser.add_argument("--max_texts", type=positive_int, default=64, help="texts per request")
     parser.add_argument("--max_chars", type=positive_int, default=1000, help="characters per text")
     parser.add_argument("--max_body_bytes", type=positive_int, default=1 << 20)
-    parser.add_argument("--warmup", action="store_true",
+    parser.add_argument("--warmup", nargs="?", type=seconds, const=WARMUP_SECONDS, metavar="SECONDS",
                         help="before serving, call the model once with every batch size x padded length it can be "
-                             "sent (--batch_size x max length / 16 shapes; a shape's first call is slower, several "
-                             "times on OpenVINO's dynamic int8 model)")
+                             "sent, cheapest first (--batch_size x max length / 16 shapes; a shape's first call is "
+                             "slower, several times on OpenVINO's dynamic int8 model), starting none after SECONDS "
+                             f"(default {WARMUP_SECONDS:g}; 0: no limit)")
     return parser.parse_args(argv)
 
 
@@ -241,11 +244,13 @@ def main(argv=None) -> int:
     except DeployInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.warmup:
-        started = time.perf_counter()
-        shapes = predictor.warm_up()
-        print(f"warmed up: {shapes} batch x length shapes in {time.perf_counter() - started:.1f} s", file=sys.stderr,
-              flush=True)
+    if args.warmup is not None:
+        started, total = time.perf_counter(), len(predictor.sendable_shapes())
+        called = predictor.warm_up(args.warmup or None)
+        rest = (f" (--warmup {args.warmup:g} s reached: the other {total - called} get their first call from requests)"
+                if called < total else "")
+        print(f"warmed up: {called} of {total} batch x length shapes in {time.perf_counter() - started:.1f} s{rest}",
+              file=sys.stderr, flush=True)
     app = create_app(predictor, Limits(args.max_texts, args.max_chars, args.max_body_bytes), args.batch_size,
                      args.max_wait_ms, args.model_name)
     print(f"serving {predictor.info['task']} ({predictor.description}) on http://{args.host}:{args.port}",

@@ -50,6 +50,17 @@ def cpu_features(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
             "vnni": bool(flags & {"avx512_vnni", "avx_vnni"})}
 
 
+def other_cpu(timing: dict, here: dict | None = None) -> str:
+    """'' when ``timing`` (deploy.json's) was measured on a CPU with the instruction sets of this
+    one (``here``: ``cpu_features()``), or either is unknown; else both sets, for a message."""
+    measured = (timing or {}).get("cpu") or {}
+    here = cpu_features() if here is None else here
+    sets, ours = measured.get("instruction_sets") or [], here.get("instruction_sets") or []
+    if not sets or not ours or set(sets) == set(ours):
+        return ""
+    return f"timed at export on a CPU with {' '.join(sets)}; this one has {' '.join(ours)}"
+
+
 def timing_inputs(batch: int, length: int, vocab_size: int, seed: int = 0):
     """Full-length inputs (no padding): ids drawn past the special tokens, one segment."""
     rng = np.random.default_rng(seed)

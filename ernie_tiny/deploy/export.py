@@ -52,7 +52,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ernie_tiny.config import ConfigError, dump_config
-from ernie_tiny.deploy.inference_dir import DEPLOY_FILE
+from ernie_tiny.errors import first_line
+from ernie_tiny.deploy.inference_dir import write_deploy_info
 from ernie_tiny.files import replacing_directory
 from ernie_tiny.deploy.openvino_runtime import native_bf16
 from ernie_tiny.deploy.predictor import (INPUT_NAMES, ONNX_FILES, OPENVINO_FILES, OnnxBackend, OpenVinoBackend,
@@ -276,10 +277,6 @@ def add_openvino_int8(tmp: Path, onnx_file: str, calibration, pad: int) -> tuple
     return record, {}
 
 
-def first_line(err: Exception) -> str:
-    return (str(err).splitlines() or [""])[0]
-
-
 def leave_out_openvino_int8(tmp: Path, record: dict, why: str) -> None:
     """Removes OpenVINO's int8 model and marks its record left out (``why``)."""
     from ernie_tiny.deploy.quantize import OPENVINO_INT8_FILE
@@ -300,8 +297,8 @@ def add_bf16(onnx_path: Path, ex, card, labels, evaluated, pad: int) -> dict:
                       with_shape_models("openvino-bf16", onnx_path), evaluated, card, labels, pad,
                       ex.max_bf16_drop, "the openvino-bf16 backend is left out")
     except (ExportCheckError, RuntimeError) as err:  # scored too low, or OpenVINO cannot compile it in bf16
-        print(f"bf16 is left out: {str(err).splitlines()[0]}", flush=True)
-        return {**record, "left_out": str(err).splitlines()[0]}
+        print(f"bf16 is left out: {first_line(err)}", flush=True)
+        return {**record, "left_out": first_line(err)}
     return {**record, "fp32": scores["fp32"]["score"],
             "runtimes": {name: scores[name] for name in scores if name != "fp32"}}
 
@@ -320,32 +317,17 @@ def add_timing(tmp: Path, info: dict, ex, length: int, vocab_size: int, checked:
     """Every CPU backend of the export timed on the same inputs; ``auto``'s choice among them.
     ``checked``: the backends the checks already built (reused, not built again, but for
     OpenVINO's, whose per-shape models the checks used up)."""
-    from ernie_tiny.deploy.backend_timing import time_backends, timing_record
+    from ernie_tiny.deploy.retime import cpu_backends, time_and_record
 
-    backends = {"paddle": checked.get("paddle") or PaddleBackend(tmp)}
-    backends.update({name: checked.get(name) or OnnxBackend(tmp / info[key])
-                     for name, key in ONNX_FILES.items() if info.get(key)})
-    for name, key in OPENVINO_FILES.items():
-        if available(name, info):  # built afresh: the checks and gates filled the others' per-shape models
-            backends[name] = open_openvino(name, tmp / info[key])
     shapes = [(1, length), (ex.timing_batch, length)]
-    ms = time_backends(backends, shapes, vocab_size, ex.timing_repeats, ex.timing_warmup)
-    record = timing_record(ms, shapes, ex.timing_repeats)
-    for name, times in ms.items():
-        print(f"timing {name}: " + ", ".join(f"{b}x{n} {t:g} ms" for (b, n), t in zip(shapes, times)), flush=True)
-    print(f"auto: {record['auto']['fp32']} (fp32), {record['auto']['int8']} (int8 and bf16 allowed); CPU "
-          f"{' '.join(record['cpu']['instruction_sets']) or 'unknown'}", flush=True)
-    return record
+    return time_and_record(cpu_backends(tmp, info, reuse=checked), shapes, vocab_size, ex.timing_repeats,
+                           ex.timing_warmup)
 
 
 def file_sizes_mb(directory: Path, info: dict) -> dict:
     keys = dict.fromkeys([*ONNX_FILES.values(), *OPENVINO_FILES.values()])  # the model files deploy.json names
     names = [info["paddle"]["params"]] + list(dict.fromkeys(info[k] for k in keys if info.get(k)))
     return {name: round((directory / name).stat().st_size / 2**20, 3) for name in names}
-
-
-def write_info(directory: Path, info: dict) -> None:
-    (directory / DEPLOY_FILE).write_text(json.dumps(info, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
 def run(config: ExportConfig) -> Path:
@@ -395,7 +377,7 @@ def run(config: ExportConfig) -> Path:
                 "int8": None, "bf16": None, "onnx_fused": None, "fusion": None, "timing": None,
                 "vocab_pruning": pruning if ex.prune_vocab else None,
                 "first_token_graph": graph is not model}
-        write_info(tmp, info)
+        write_deploy_info(tmp, info)
         checked = {"paddle": PaddleBackend(tmp)}  # every backend the checks build, by backend name (timing reuses them)
         info["checks"]["paddle_inference"] = compare("Paddle Inference (oneDNN)", checked["paddle"], reference,
                                                      batches, ex.atol)
@@ -434,7 +416,7 @@ def run(config: ExportConfig) -> Path:
         if ex.timing_repeats:
             info["timing"] = add_timing(tmp, info, ex, task["max_length"], model.config.vocab_size, checked)
         info["sizes_mb"] = file_sizes_mb(tmp, info)
-        write_info(tmp, info)
+        write_deploy_info(tmp, info)
         dump_config(config, tmp / "export_config.yaml")
     print(f"inference directory written to {output_dir} ({time.time() - started:.0f} s)")
     return output_dir

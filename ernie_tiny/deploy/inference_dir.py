@@ -1,5 +1,5 @@
 """The inference directory that tools/export.py writes: its ``deploy.json`` (what the model is,
-which files hold it), read and checked before anything loads."""
+which files hold it), written whole, read and checked before anything loads."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ import pydantic
 
 from ernie_tiny.deploy.inputs import DeployInputError
 from ernie_tiny.deploy.json_body import validation_problems
+from ernie_tiny.files import write_text_atomically
 
 DEPLOY_FILE = "deploy.json"
 REMAKE = "re-export it with tools/export.py"
@@ -33,6 +34,11 @@ class DeployInfo(pydantic.BaseModel):
     onnx: Optional[str] = None
     onnx_int8: Optional[str] = None
     openvino_int8: Optional[str] = None
+
+
+def write_deploy_info(model_dir: str | Path, info: dict) -> Path:
+    """``deploy.json`` of ``model_dir``, written whole or not at all."""
+    return write_text_atomically(Path(model_dir) / DEPLOY_FILE, json.dumps(info, ensure_ascii=False, indent=1) + "\n")
 
 
 def read_deploy_info(model_dir: str | Path) -> dict:

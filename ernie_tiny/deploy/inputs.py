@@ -29,6 +29,14 @@ def positive_int(value: str) -> int:
     return number
 
 
+def seconds(value: str) -> float:
+    """argparse type: a number of seconds >= 0."""
+    number = float(value)
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {value}")
+    return number
+
+
 def input_name(source: str) -> str:
     """How messages name an input: the file, or ``<stdin>`` for ``-``."""
     return "<stdin>" if source == STDIN else source

@@ -46,6 +46,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ernie_tiny.errors import first_line
 from ernie_tiny.runtime import inference_threads
 
 STATIC_SHAPES = 4  # shapes compiled on their own per backend (memory: see the module doc)
@@ -133,7 +134,7 @@ class OpenVinoBackend:
             return self._compile(model)
         except Exception as err:  # noqa: BLE001 -- OpenVINO's errors, or memory: this shape stays dynamic
             print(f"OpenVINO cannot compile {Path(self.path).name} for shape {list(shape)} "
-                  f"({(str(err).splitlines() or [type(err).__name__])[0]}): it runs on the dynamic model", flush=True)
+                  f"({first_line(err)}): it runs on the dynamic model", flush=True)
             return self.dynamic  # takes a slot, so it is not tried again
 
     def _slots_used(self) -> int:

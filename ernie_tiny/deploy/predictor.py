@@ -32,13 +32,14 @@ token tasks)::
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE, model_file, read_deploy_info  # noqa: F401 (re-exported)
-from ernie_tiny.deploy.backend_timing import REDUCED_PRECISION, choose
+from ernie_tiny.deploy.backend_timing import REDUCED_PRECISION, choose, cpu_features, other_cpu
 from ernie_tiny.deploy.inputs import DeployInputError
 from ernie_tiny.deploy.openvino_runtime import (OPENVINO_MODELS, STATIC_SHAPES, OpenVinoBackend, native_bf16,
                                                 openvino_installed)
@@ -296,15 +297,33 @@ def open_openvino(backend: str, path: str | Path, **options) -> OpenVinoBackend:
     return OpenVinoBackend(path, precision=OPENVINO_MODELS[backend].precision, **options)
 
 
-def auto_reason(backend: str, requested: str, info: dict) -> str:
-    """Why this backend runs, for the predictor's and the server's description."""
+def auto_reason(backend: str, requested: str, info: dict, model_dir: str | Path = "DIR") -> str:
+    """Why this backend runs, for the predictor's and the server's description; for ``auto``
+    timed on a CPU with other instruction sets than this one's, that too, and the command that
+    times the backends here (``deploy/python/retime.py``)."""
     if requested != "auto":
         return "chosen"
     timing = info.get("timing")
     if not timing or backend not in timing.get("median_ms", {}):
         return "auto: not timed at export"
     shapes = ", ".join(f"{b}x{n} {ms:g} ms" for (b, n), ms in zip(timing["shapes"], timing["median_ms"][backend]))
-    return f"auto: fastest at export ({shapes})"
+    where = "when timed again" if "replaced" in timing else "at export"
+    elsewhere = other_cpu(timing)
+    if elsewhere:
+        return (f"auto: fastest {where} ({shapes}), but {elsewhere}: another backend may be faster here "
+                f"(python deploy/python/retime.py --model_dir {model_dir} times them here)")
+    return f"auto: fastest {where} ({shapes})"
+
+
+def int8_caution(backend: str, info: dict) -> str:
+    """For an int8 backend on a CPU without VNNI whose int8 score was taken on one with it: a
+    note (without VNNI, the u8 x s8 products of onnxruntime's and oneDNN's int8 kernels sum in
+    16 bits and may saturate, which the export's score did not see); '' otherwise."""
+    exported_on, here = (info.get("timing") or {}).get("cpu") or {}, cpu_features()
+    if "int8" not in backend or not exported_on.get("vnni") or here["vnni"] or not here["instruction_sets"]:
+        return ""
+    return ("; int8 scored at export on a CPU with VNNI, this one has none (its int8 kernels may saturate where "
+            "VNNI's do not: re-export here to score it)")
 
 
 def make_backend(model_dir: str | Path, backend: str = "auto", **options):
@@ -392,7 +411,9 @@ class Predictor:
             raise DeployInputError(f"--compile_shapes {never_called}")
         self.backend = make_backend(model_dir, backend, **backend_options)
         self.backend_name = backend
-        self.description = f"{backend}: {self.backend.description}; {auto_reason(backend, requested, self.info)}"
+        self.description = (f"{backend}: {self.backend.description}; "
+                            f"{auto_reason(backend, requested, self.info, self.model_dir)}"
+                            f"{int8_caution(backend, self.info)}")
 
     def shapes_never_called(self, shapes) -> str:
         """Which of ``shapes`` (batch, length) this predictor never sends its backend, and why; ''
@@ -409,20 +430,30 @@ class Predictor:
                 problems.append(f"{batch}x{length}: batches hold at most {self.batch_size} texts (--batch_size)")
         return "; ".join(problems) + (", so such a shape is never called" if problems else "")
 
-    def warm_up(self) -> int:
-        """Calls the backend once with every shape this predictor can send it (batches of 1 to
+    def sendable_shapes(self) -> List[Tuple[int, int]]:
+        """Every batch x length this predictor can send its backend (batches of 1 to
         ``batch_size``, lengths padded to multiples of LENGTH_BUCKET up to the padded max length),
-        so no request pays a shape's first call, which is several times slower on OpenVINO's
-        dynamic models (docs/results/serving/first_call.md). OpenVINO does not count these calls
-        towards a shape's promotion. Returns the number of shapes called."""
+        cheapest first."""
         shapes = [(batch, length) for length in range(LENGTH_BUCKET, padded_length(self.max_length) + 1, LENGTH_BUCKET)
                   for batch in range(1, self.batch_size + 1)]
+        return sorted(shapes, key=lambda shape: (shape[0] * shape[1], shape))
+
+    def warm_up(self, max_seconds: Optional[float] = None) -> int:
+        """Calls the backend once with every shape it can be sent (``sendable_shapes``, cheapest
+        first), so no request pays a shape's first call, which is several times slower on
+        OpenVINO's dynamic models (docs/results/serving/first_call.md); with ``max_seconds``, no
+        shape is started after that long (the rest get their first call from requests). OpenVINO
+        does not count these calls towards a shape's promotion. Returns the number of shapes called."""
         call = getattr(self.backend, "warm", self.backend)
         token = self.tokenizer.unk_token_id  # any id the vocabulary has (pruning keeps the special tokens)
-        for batch, length in shapes:
+        started, called = time.perf_counter(), 0
+        for batch, length in self.sendable_shapes():
+            if max_seconds is not None and time.perf_counter() - started >= max_seconds:
+                break
             ids = np.full((batch, length), token, dtype=np.int64)
             call(ids, np.zeros_like(ids))
-        return len(shapes)
+            called += 1
+        return called
 
     # -- text -> features -> logits ---------------------------------------------------------
     def encode(self, texts: Sequence[str], text_pairs: Optional[Sequence[str]] = None) -> List[Features]:

@@ -44,11 +44,11 @@ class DistillResult(LossCurve, StageResult):
 
     @classmethod
     def product(cls, output_dir, config=None) -> Path:
-        several = bool(cls.several_models(config)) if config is not None else bool(student_names(output_dir))
+        several = bool(cls.several_models_reason(config) if config is not None else student_names(output_dir))
         return students_root(output_dir, several)
 
     @classmethod
-    def several_models(cls, config) -> str:
+    def several_models_reason(cls, config) -> str:
         """A run of several ``Students`` leaves ``students/<name>/``, not one model."""
         return ("Students: several students in one run (give Student instead, or run this config on its own)"
                 if getattr(config, "Students", None) else "")

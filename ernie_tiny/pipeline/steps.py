@@ -122,7 +122,7 @@ def validate(steps: Sequence[Step]) -> None:
         step.fingerprint = hashlib.sha256((step.stage + text + upstream).encode()).hexdigest()[:16]
         fingerprints[step.name] = step.fingerprint
         readers = [later.name for later in steps if step.name in later.after]
-        several = STAGES[step.stage].several_models(step.resolved)
+        several = STAGES[step.stage].several_models_reason(step.resolved)
         if several and readers:
             problems.append(f"step {step.name}: {step.config}: {several}, but {', '.join(readers)} "
                             f"read{'s' if len(readers) == 1 else ''} one model from it")
