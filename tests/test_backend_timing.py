@@ -119,7 +119,7 @@ def test_the_latency_baseline_is_the_export_itself_only_when_it_is_the_model_as_
 
 
 def test_timing_warms_a_backend_past_its_shape_compile():
-    from ernie_tiny.benchmarks.latency import measure
+    from ernie_tiny.benchmarks.turns import measure
     from ernie_tiny.deploy.backend_timing import warmup_calls
 
     calls = []

@@ -115,7 +115,7 @@ def test_the_readme_quotes_the_committed_latency_benchmark_verbatim():
 def test_latency_measure_takes_turns_by_blocks_and_stops_on_its_budget():
     """Every runtime gets the same calls, in blocks of BLOCK after one untimed call each round;
     past max_seconds it stops, but only after MIN_ROUNDS rounds."""
-    from ernie_tiny.benchmarks.latency import BLOCK, MIN_ROUNDS, measure
+    from ernie_tiny.benchmarks.turns import BLOCK, MIN_ROUNDS, measure
 
     calls = []
     runtimes = {name: (lambda *inputs, name=name: calls.append(name)) for name in ("a", "b")}
@@ -129,7 +129,7 @@ def test_latency_measure_takes_turns_by_blocks_and_stops_on_its_budget():
 
 def test_latency_per_round_ratios_pair_each_round_with_the_baselines_same_round():
     """A slow round slows both sides of its ratio: the per-round ratio does not move with it."""
-    from ernie_tiny.benchmarks.latency import per_round_ratios
+    from ernie_tiny.benchmarks.turns import per_round_ratios
 
     runtime = [2.0] * 5 + [8.0] * 5 + [2.0] * 3  # round 2 ran on a loaded host; a short last round
     baseline = [4.0] * 5 + [16.0] * 5 + [4.0] * 3
@@ -144,6 +144,7 @@ def _rounds(*per_round_ms, block=5):
 
 AVX512_VNNI = {"instruction_sets": ["AVX2", "FMA", "AVX-512F", "AVX-512 VNNI"], "vnni": True}
 AVX2_ONLY = {"instruction_sets": ["AVX2", "FMA"], "vnni": False}
+RUN = {"block": 5, "baseline": "ort-defaults", "fp32_peer": "ov-fp32"}  # as tools/benchmark.py latency judges
 
 
 def test_latency_targets_follow_the_cpu_and_judge_each_ratio_round_by_round():
@@ -156,17 +157,17 @@ def test_latency_targets_follow_the_cpu_and_judge_each_ratio_round_by_round():
     shape = {"ort-defaults": _rounds(10, 20, 10), "ov-fp32": _rounds(8, 16, 8), "auto": _rounds(7, 14, 7),
              "openvino-int8": _rounds(4, 8, 4), "onnx-int8": _rounds(6, 12, 6)}
     measured = [(1, 128, shape), (32, 128, shape)]
-    verdicts = {v["target"]: v for v in judge(measured, {}, AVX512_VNNI, block=5)}
+    verdicts = {v["target"]: v for v in judge(measured, {}, AVX512_VNNI, **RUN)}
     fp32 = [v for t, v in verdicts.items() if t.startswith("auto (fp32)")]
     assert len(fp32) == 4 and all(v["met"] for v in fp32)  # two targets x two shapes
     int8 = next(v for t, v in verdicts.items() if t.startswith("int8 at most 0.45x"))
     assert int8["met"] and "openvino-int8 / ort-defaults 0.40x" in int8["measured"]  # the faster int8 runtime
-    avx2 = {v["target"]: v for v in judge(measured, {}, AVX2_ONLY, block=5)}
+    avx2 = {v["target"]: v for v in judge(measured, {}, AVX2_ONLY, **RUN)}
     assert not any("AVX-512" in t for t in avx2) and any(t.startswith("int8 at most 0.7x") for t in avx2)
 
     # auto 1.1x of OpenVINO: missed, though within 0.75x of onnxruntime
     slow = dict(shape, **{"ov-fp32": _rounds(6, 12, 6), "auto": _rounds(6.6, 13.2, 6.6)})
-    verdicts = {v["target"]: v for v in judge([(1, 128, slow)], {}, AVX512_VNNI, block=5)}
+    verdicts = {v["target"]: v for v in judge([(1, 128, slow)], {}, AVX512_VNNI, **RUN)}
     assert verdicts["auto (fp32) no slower than the fastest of plain onnxruntime and plain OpenVINO (fp32), "
                     "1 x 128"]["met"] is False
     assert verdicts["auto (fp32) at most 0.75x plain onnxruntime (CPU with AVX-512), 1 x 128"]["met"] is True
@@ -178,10 +179,10 @@ def test_latency_targets_follow_the_cpu_and_judge_each_ratio_round_by_round():
 def test_latency_targets_not_in_the_run_are_never_met():
     from ernie_tiny.benchmarks.latency_targets import format_targets, judge
 
-    verdicts = judge([(1, 16, {"ort-defaults": [0.01], "auto": [0.005]})], {}, AVX512_VNNI, block=5)
+    verdicts = judge([(1, 16, {"ort-defaults": [0.01], "auto": [0.005]})], {}, AVX512_VNNI, **RUN)
     assert verdicts and all(v["met"] is None for v in verdicts)
     assert verdicts[0]["measured"] == "not measured (1 x 128 not in this run)"
-    no_int8 = judge([(1, 128, {"ort-defaults": [0.01], "auto": [0.005]})], {}, AVX512_VNNI, block=5)
+    no_int8 = judge([(1, 128, {"ort-defaults": [0.01], "auto": [0.005]})], {}, AVX512_VNNI, **RUN)
     assert next(v for v in no_int8 if v["target"].startswith("int8"))["measured"] == \
         "not measured (an int8 runtime not in this run)"
     table = format_targets(verdicts)
@@ -196,11 +197,11 @@ def test_latency_targets_judge_int8_accuracy_against_the_unpruned_model_and_size
             "vocab_pruning": {"unpruned": 76.0, "params_mb_before": 66.0},
             "onnx_int8": "model.int8.onnx", "openvino_int8": "model.int8.openvino.onnx",
             "sizes_mb": {"model.int8.onnx": 6.0, "model.int8.openvino.onnx": 12.0}}
-    verdicts = {v["target"]: v for v in judge([], info, AVX512_VNNI, block=5)}
+    verdicts = {v["target"]: v for v in judge([], info, AVX512_VNNI, **RUN)}
     assert verdicts["onnx-int8 dev accuracy within 0.5 points of unpruned fp32"]["met"] is True  # 0.3 below
     assert verdicts["openvino-int8 dev accuracy within 0.5 points of unpruned fp32"]["met"] is False  # 0.6 below
     size = {t.split(" ")[0]: v for t, v in verdicts.items() if "1/6" in t}
     assert size["model.int8.onnx"]["met"] is True and size["model.int8.openvino.onnx"]["met"] is False
-    unpruned = {v["target"]: v for v in judge([], {**info, "vocab_pruning": None}, AVX512_VNNI, block=5)}
+    unpruned = {v["target"]: v for v in judge([], {**info, "vocab_pruning": None}, AVX512_VNNI, **RUN)}
     assert unpruned["onnx-int8 dev accuracy within 0.5 points of fp32"]["met"] is True  # 75.7 vs 75.8
     assert all(v["met"] is None for t, v in unpruned.items() if "1/6" in t)

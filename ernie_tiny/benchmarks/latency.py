@@ -52,6 +52,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ernie_tiny.benchmarks.turns import BLOCK, measure, per_round_ratios, timed
+
 BASELINE = "ort-defaults"  # the "time vs" column: plain onnxruntime as a user runs it
 PEER = "ov-defaults"  # plain OpenVINO as a user runs it, on the same whole-model graph (bf16 on CPUs with native bf16)
 PEER_FP32 = "ov-fp32"  # the same with fp32 arithmetic asked for
@@ -59,7 +61,6 @@ DYNAMIC_ONLY = {"openvino-dynamic": "openvino", "openvino-int8-dynamic": "openvi
 RUNTIMES = ("eager", "paddle", "paddle-no-mkldnn", BASELINE, PEER_FP32, PEER, "onnx", "onnx-fused", "onnx-int8",
             "openvino", "openvino-dynamic", "openvino-bf16", "openvino-int8", "openvino-int8-dynamic", "auto")
 DEFAULT_RUNTIMES = tuple(name for name in RUNTIMES if name != "paddle-no-mkldnn" and name not in DYNAMIC_ONLY)
-BLOCK, MIN_ROUNDS = 5, 3  # timed calls per runtime per round; rounds taken even past --max_seconds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,15 +107,9 @@ def matmul_rate(threads: int, size: int = 2048, repeats: int = 3) -> dict:
     rates = {}
     for name, fn in (("paddle", lambda: paddle.matmul(pa, pa).numpy()), ("numpy", lambda: a @ a)):
         fn()
-        best = min(_timed(fn) for _ in range(repeats))
+        best = min(timed(fn) for _ in range(repeats))
         rates[name] = flops / best / 1e9
     return rates
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads: int, baseline: Path,
@@ -222,41 +217,6 @@ def _eager(model_dir: str, head: str):
             return model(paddle.to_tensor(input_ids), token_type_ids=paddle.to_tensor(token_type_ids)).numpy()
 
     return run
-
-
-def measure(runtimes: dict, inputs: tuple, iters: int, warmup: int, max_seconds: float, block: int = BLOCK,
-            pause: float | None = None) -> dict:
-    """Per runtime: the list of timed latencies (seconds). Runtimes take turns by blocks: in each
-    round every runtime rests ``pause`` (default ``SPIN_PAUSE``: the previous runtime's worker
-    threads may still be spinning), makes one untimed call and then ``block`` timed calls back to
-    back; at least ``MIN_ROUNDS`` rounds, more until ``iters`` calls or ``max_seconds``."""
-    from ernie_tiny.deploy.backend_timing import SPIN_PAUSE, warmup_calls
-
-    pause = SPIN_PAUSE if pause is None else pause
-    for fn in runtimes.values():
-        for _ in range(warmup_calls(fn, warmup)):
-            fn(*inputs)
-    times = {name: [] for name in runtimes}
-    started, rounds = time.perf_counter(), 0
-    while min(len(t) for t in times.values()) < iters:
-        for name, fn in runtimes.items():
-            time.sleep(pause)
-            fn(*inputs)
-            times[name].extend(_timed(lambda: fn(*inputs)) for _ in range(min(block, iters - len(times[name]))))
-        rounds += 1
-        if rounds >= MIN_ROUNDS and time.perf_counter() - started > max_seconds:
-            break
-    return times
-
-
-def per_round_ratios(samples, baseline, block: int = BLOCK) -> list:
-    """A runtime's median over the baseline's in each round of ``measure`` (its ``block`` timed
-    calls against the baseline's of the same round): background load that changes between
-    rounds moves both sides of a ratio alike."""
-    import numpy as np
-
-    rounds = range(0, min(len(samples), len(baseline)), block)
-    return [float(np.median(samples[i:i + block]) / np.median(baseline[i:i + block])) for i in rounds]
 
 
 def summarize(samples, batch: int, flops: float, peak: float) -> dict:
@@ -435,7 +395,7 @@ def main(args: argparse.Namespace) -> int:
             "peer_precision": getattr(runtimes.get(PEER), "precision", None),
             "first_token_graph": bool(info.get("first_token_graph")),
             "wall_seconds": time.perf_counter() - started}
-    verdicts = judge(measured, info, meta["cpu"], BLOCK)
+    verdicts = judge(measured, info, meta["cpu"], BLOCK, baseline=BASELINE, fp32_peer=PEER_FP32)
     report = format_report(meta, rows, format_targets(verdicts))
     print(report)
     if args.output:

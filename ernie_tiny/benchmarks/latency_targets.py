@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ernie_tiny.benchmarks.latency import BASELINE, PEER_FP32, per_round_ratios
+from ernie_tiny.benchmarks.turns import per_round_ratios
 
 FP32_SHAPES = ((1, 128), (32, 128))
 INT8_SHAPE = (1, 128)
-FP32_PEERS = (BASELINE, PEER_FP32)  # plain onnxruntime and plain OpenVINO in fp32, on the whole model
 FP32_MAX_WITH_AVX512 = 0.75
 INT8_MAX = {"vnni": 0.45, "no_vnni": 0.70}
 INT8_RUNTIMES = ("onnx-int8", "openvino-int8")
@@ -31,28 +30,30 @@ MAX_METRIC_DROP = 0.5
 MAX_SIZE_FRACTION = 1 / 6
 
 
-def judge(measured: list, info: dict, cpu: dict, block: int) -> list:
+def judge(measured: list, info: dict, cpu: dict, block: int, baseline: str, fp32_peer: str) -> list:
     """The verdicts: ``[{"target", "measured", "met"}]`` (``met`` None: not measured in this
     run). ``measured``: ``[(batch, seq, {runtime: [seconds, ...]})]`` as ``measure`` timed them;
-    ``info``: the export's ``deploy.json``; ``cpu``: ``cpu_features()``."""
+    ``info``: the export's ``deploy.json``; ``cpu``: ``cpu_features()``; ``baseline`` and
+    ``fp32_peer``: the runtimes that are plain onnxruntime and plain OpenVINO in fp32."""
     times = {(batch, seq): shape_times for batch, seq, shape_times in measured}
+    peers = (baseline, fp32_peer)
     avx512 = "AVX-512F" in cpu.get("instruction_sets", ())
     verdicts = []
     for shape in FP32_SHAPES:
-        verdicts.append(_ratio_verdict(times.get(shape), "auto", FP32_PEERS, 1.0, shape, block,
+        verdicts.append(_ratio_verdict(times.get(shape), "auto", peers, 1.0, shape, block,
                                        "auto (fp32) no slower than the fastest of plain onnxruntime and plain OpenVINO "
                                        "(fp32)"))
         if avx512:
-            verdicts.append(_ratio_verdict(times.get(shape), "auto", (BASELINE,), FP32_MAX_WITH_AVX512, shape, block,
+            verdicts.append(_ratio_verdict(times.get(shape), "auto", (baseline,), FP32_MAX_WITH_AVX512, shape, block,
                                            f"auto (fp32) at most {FP32_MAX_WITH_AVX512}x plain onnxruntime "
                                            f"(CPU with AVX-512)"))
     vnni = bool(cpu.get("vnni"))
     limit = INT8_MAX["vnni" if vnni else "no_vnni"]
     shape_times = times.get(INT8_SHAPE) or {}
     int8 = [name for name in INT8_RUNTIMES if name in shape_times]
-    best = min(int8, key=lambda name: _per_round_median(shape_times[name], shape_times.get(BASELINE), block)
-               if BASELINE in shape_times else 0.0, default=None)
-    verdicts.append(_ratio_verdict(shape_times, best or "an int8 runtime", (BASELINE,), limit, INT8_SHAPE, block,
+    best = min(int8, key=lambda name: _per_round_median(shape_times[name], shape_times.get(baseline), block)
+               if baseline in shape_times else 0.0, default=None)
+    verdicts.append(_ratio_verdict(shape_times, best or "an int8 runtime", (baseline,), limit, INT8_SHAPE, block,
                                    f"int8 at most {limit}x plain onnxruntime fp32 (CPU "
                                    f"{'with' if vnni else 'without'} VNNI)"))
     verdicts.extend(_accuracy_verdicts(info))
