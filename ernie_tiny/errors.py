@@ -20,3 +20,9 @@ def first_line(err: BaseException) -> str:
     recovered from (a runtime that cannot load a model, a quantizer that gives up); its type's
     name when the message is empty."""
     return (str(err).splitlines() or [type(err).__name__])[0]
+
+
+def describe(err: BaseException) -> str:
+    """``Type: first line of the message`` (just the type's name when the message is empty)."""
+    line = first_line(err)
+    return line if line == type(err).__name__ else f"{type(err).__name__}: {line}"

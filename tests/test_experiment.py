@@ -11,7 +11,8 @@ import yaml
 import tiny_stages as tiny
 from ernie_tiny.cli import experiment_main
 from ernie_tiny.config import ConfigError, load_config
-from ernie_tiny.experiment.recipe import plan, task_sets
+from ernie_tiny.experiment.arms import task_sets
+from ernie_tiny.experiment.recipe import plan
 from ernie_tiny.experiment.schema import ExperimentConfig
 from ernie_tiny.pipeline.steps import validate
 

@@ -205,8 +205,9 @@ def test_server_and_infer_refuse_gpu_flags_for_onnx_and_bad_flags_before_loading
         server.main(["--model_dir", "no/such/dir", "--max_texts", "0"])
     assert exit_.value.code == 2 and "--max_texts: must be at least 1, got 0" in capsys.readouterr().err
     warmup = {flags: server.parse_args(["--model_dir", "m", *flags]).warmup
-              for flags in ((), ("--warmup",), ("--warmup", "30"), ("--warmup", "0"))}
-    assert warmup == {(): None, ("--warmup",): server.WARMUP_SECONDS, ("--warmup", "30"): 30.0, ("--warmup", "0"): 0.0}
+              for flags in ((), ("--warmup",), ("--warmup", "30"), ("--warmup", "inf"))}
+    assert warmup == {(): None, ("--warmup",): server.WARMUP_SECONDS, ("--warmup", "30"): 30.0,
+                      ("--warmup", "inf"): float("inf")}
     with pytest.raises(SystemExit):
         server.parse_args(["--model_dir", "m", "--warmup", "-5"])
     assert "--warmup: must be a number of seconds >= 0, got -5" in capsys.readouterr().err
@@ -267,7 +268,7 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(served):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "deploy/serving/server.py"), "--model_dir", str(predictor.model_dir),
-         "--port", str(port), "--backend", "paddle", "--threads", "1", "--max_wait_ms", "1500", "--warmup",
+         "--port", str(port), "--backend", "paddle", "--threads", "1", "--max_wait_ms", "1500", "--warmup", "0",
          "--batch_size", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -294,9 +295,9 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(served):
             process.kill()
         output = process.communicate()[0]
     assert "Finished server process" in output, output
-    lengths = -(-predictor.max_length // 16)  # --warmup: every batch size x padded length, before serving,
-    shapes = 4 * lengths  # all of them within --warmup's default budget
-    assert f"warmed up: {shapes} of {shapes} batch x length shapes in " in output, output
+    shapes = 4 * -(-predictor.max_length // 16)  # --warmup: every batch size x padded length, before serving,
+    assert f"warmed up: 1 of {shapes} batch x length shapes in " in output, output  # but a 0 s budget: the cheapest
+    assert f"(--warmup 0 s reached: the other {shapes - 1} get their first call from requests)" in output, output
 
 
 def test_the_serving_load_benchmark_counts_every_request(served, tmp_path):

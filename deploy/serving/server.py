@@ -58,7 +58,7 @@ from ernie_tiny.deploy.predict_api import JSON, PredictRequest, predict_openapi 
 from ernie_tiny.deploy.predictor import add_backend_arguments, predictor_from_args  # noqa: E402 (no Paddle import)
 from ernie_tiny.runtime import configure_threads  # noqa: E402
 
-WARMUP_SECONDS = 120.0  # --warmup's default budget: no shape is started after it
+WARMUP_SECONDS = 120.0  # --warmup's default budget: no shape is started once it has passed
 
 
 @dataclass
@@ -229,8 +229,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", nargs="?", type=seconds, const=WARMUP_SECONDS, metavar="SECONDS",
                         help="before serving, call the model once with every batch size x padded length it can be "
                              "sent, cheapest first (--batch_size x max length / 16 shapes; a shape's first call is "
-                             "slower, several times on OpenVINO's dynamic int8 model), starting none after SECONDS "
-                             f"(default {WARMUP_SECONDS:g}; 0: no limit)")
+                             "slower, several times on OpenVINO's dynamic int8 model), stopping once SECONDS have "
+                             f"passed (default {WARMUP_SECONDS:g}; inf: no limit; the cheapest shape is always called)")
     return parser.parse_args(argv)
 
 
@@ -246,7 +246,7 @@ def main(argv=None) -> int:
         return 2
     if args.warmup is not None:
         started, total = time.perf_counter(), len(predictor.sendable_shapes())
-        called = predictor.warm_up(args.warmup or None)
+        called = predictor.warm_up(args.warmup)
         rest = (f" (--warmup {args.warmup:g} s reached: the other {total - called} get their first call from requests)"
                 if called < total else "")
         print(f"warmed up: {called} of {total} batch x length shapes in {time.perf_counter() - started:.1f} s{rest}",

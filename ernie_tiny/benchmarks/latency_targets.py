@@ -47,6 +47,11 @@ def judge(measured: list, info: dict, cpu: dict, block: int, baseline: str, fp32
             verdicts.append(_ratio_verdict(times.get(shape), "auto", (baseline,), FP32_MAX_WITH_AVX512, shape, block,
                                            f"auto (fp32) at most {FP32_MAX_WITH_AVX512}x plain onnxruntime "
                                            f"(CPU with AVX-512)"))
+    if not cpu.get("instruction_sets"):  # another OS, or no flags line: which targets apply is unknown
+        verdicts.append({"target": "the targets that depend on the CPU (fp32 with AVX-512; int8 with and without VNNI)",
+                         "measured": "not judged: this CPU's instruction sets are unknown (no /proc/cpuinfo flags)",
+                         "met": None})
+        return verdicts + _accuracy_verdicts(info) + _size_verdicts(info)
     vnni = bool(cpu.get("vnni"))
     limit = INT8_MAX["vnni" if vnni else "no_vnni"]
     shape_times = times.get(INT8_SHAPE) or {}

@@ -51,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch_size", type=int, default=32, help="the started server's --batch_size")
     parser.add_argument("--max_wait_ms", type=float, default=5.0, help="the started server's --max_wait_ms")
     parser.add_argument("--server_warmup", action="store_true", help="start the server with --warmup (every shape "
-                                                                     "called once before it serves)")
+                                                                     "called once before it serves, within its "
+                                                                     "default time budget; the server's stderr says "
+                                                                     "how many)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take before it counts "
                                                                      "as an error")
     parser.add_argument("--output", metavar="FILE.md", help="also write the Markdown report here")

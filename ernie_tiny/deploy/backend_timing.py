@@ -50,15 +50,33 @@ def cpu_features(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
             "vnni": bool(flags & {"avx512_vnni", "avx_vnni"})}
 
 
-def other_cpu(timing: dict, here: dict | None = None) -> str:
-    """'' when ``timing`` (deploy.json's) was measured on a CPU with the instruction sets of this
-    one (``here``: ``cpu_features()``), or either is unknown; else both sets, for a message."""
+def timed_elsewhere_note(timing: dict, here: dict) -> str:
+    """A note when ``timing`` (deploy.json's) was measured on a CPU whose instruction sets
+    differ from this one's (``here``: ``cpu_features()``): both sets; '' when they are the same
+    or either is unknown."""
     measured = (timing or {}).get("cpu") or {}
-    here = cpu_features() if here is None else here
     sets, ours = measured.get("instruction_sets") or [], here.get("instruction_sets") or []
     if not sets or not ours or set(sets) == set(ours):
         return ""
-    return f"timed at export on a CPU with {' '.join(sets)}; this one has {' '.join(ours)}"
+    return f"timed on a CPU with {' '.join(sets)}; this one has {' '.join(ours)}"
+
+
+def export_cpu(info: dict) -> dict:
+    """The CPU the export ran on (its checks and int8 / bf16 scores were taken there): its
+    timing's, or after ``deploy/python/retime.py`` the replaced record's."""
+    timing = info.get("timing") or {}
+    return (timing.get("replaced") or timing).get("cpu") or {}
+
+
+def int8_scored_elsewhere_note(backend: str, info: dict, here: dict) -> str:
+    """A note for an int8 backend on a CPU without VNNI (``here``) whose int8 score was taken on
+    one with VNNI: without it, the u8 x s8 products of onnxruntime's and oneDNN's int8 kernels
+    sum in 16 bits and may saturate, which that score did not see; '' otherwise (or unknown)."""
+    if "int8" not in backend or not export_cpu(info).get("vnni") or here.get("vnni") \
+            or not here.get("instruction_sets"):
+        return ""
+    return ("int8 scored at export on a CPU with VNNI, this one has none (its int8 kernels may saturate where "
+            "VNNI's do not: re-export here to score it)")
 
 
 def timing_inputs(batch: int, length: int, vocab_size: int, seed: int = 0):

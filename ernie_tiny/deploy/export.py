@@ -52,7 +52,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ernie_tiny.config import ConfigError, dump_config
-from ernie_tiny.errors import first_line
+from ernie_tiny.errors import describe, first_line
 from ernie_tiny.deploy.inference_dir import write_deploy_info
 from ernie_tiny.files import replacing_directory
 from ernie_tiny.deploy.openvino_runtime import native_bf16
@@ -266,7 +266,7 @@ def add_openvino_int8(tmp: Path, onnx_file: str, calibration, pad: int) -> tuple
     try:
         record = quantize_for_openvino(tmp / onnx_file, tmp / OPENVINO_INT8_FILE, calibration, pad)
     except Exception as err:  # noqa: BLE001 -- NNCF's errors have no common class; the export goes on without it
-        record, problem = {}, f"NNCF cannot quantize {onnx_file} ({type(err).__name__}: {first_line(err)})"
+        record, problem = {}, f"NNCF cannot quantize {onnx_file} ({describe(err)})"
     else:
         try:
             return record, with_shape_models("openvino-int8", tmp / record["file"])
@@ -317,7 +317,7 @@ def add_timing(tmp: Path, info: dict, ex, length: int, vocab_size: int, checked:
     """Every CPU backend of the export timed on the same inputs; ``auto``'s choice among them.
     ``checked``: the backends the checks already built (reused, not built again, but for
     OpenVINO's, whose per-shape models the checks used up)."""
-    from ernie_tiny.deploy.retime import cpu_backends, time_and_record
+    from ernie_tiny.deploy.timing_runs import cpu_backends, time_and_record
 
     shapes = [(1, length), (ex.timing_batch, length)]
     return time_and_record(cpu_backends(tmp, info, reuse=checked), shapes, vocab_size, ex.timing_repeats,

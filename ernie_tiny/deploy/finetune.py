@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 from ernie_tiny.config import dump_config
-from ernie_tiny.deploy.result import FinetuneResult
+from ernie_tiny.deploy.result import RESULT_FILE, FinetuneResult
 from ernie_tiny.deploy.schema import TASK_FILE, FinetuneConfig
 from ernie_tiny.files import write_text_atomically
 
@@ -34,15 +33,6 @@ def task_info(card, labels, card_file: str, max_length: int = 0) -> dict:
 
 def write_json(path: Path, data: dict) -> None:
     write_text_atomically(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
-
-
-RESULT_FILE = "result.json"  # task, metric, best_dev, best_step, steps, seconds, train/dev examples
-
-
-def read_result_file(output_dir) -> Optional[dict]:
-    """What ``run`` wrote to ``<output_dir>/result.json`` (None if there is none)."""
-    path = Path(output_dir) / RESULT_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def run(config: FinetuneConfig) -> Path:

@@ -31,6 +31,7 @@ token tasks)::
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE, model_file, read_deploy_info  # noqa: F401 (re-exported)
-from ernie_tiny.deploy.backend_timing import REDUCED_PRECISION, choose, cpu_features, other_cpu
+from ernie_tiny.deploy.backend_timing import (REDUCED_PRECISION, choose, cpu_features, int8_scored_elsewhere_note,
+                                              timed_elsewhere_note)
 from ernie_tiny.deploy.inputs import DeployInputError
 from ernie_tiny.deploy.openvino_runtime import (OPENVINO_MODELS, STATIC_SHAPES, OpenVinoBackend, native_bf16,
                                                 openvino_installed)
@@ -298,32 +300,24 @@ def open_openvino(backend: str, path: str | Path, **options) -> OpenVinoBackend:
 
 
 def auto_reason(backend: str, requested: str, info: dict, model_dir: str | Path = "DIR") -> str:
-    """Why this backend runs, for the predictor's and the server's description; for ``auto``
-    timed on a CPU with other instruction sets than this one's, that too, and the command that
-    times the backends here (``deploy/python/retime.py``)."""
+    """Why this backend runs, for the predictor's and the server's description; and where the
+    export's records were taken on a CPU unlike this one, that (``auto``'s timings; an int8
+    score taken with VNNI) and what to do."""
+    here = cpu_features()
+    caution = int8_scored_elsewhere_note(backend, info, here)
+    caution = f"; {caution}" if caution else ""
     if requested != "auto":
-        return "chosen"
+        return "chosen" + caution
     timing = info.get("timing")
     if not timing or backend not in timing.get("median_ms", {}):
-        return "auto: not timed at export"
+        return "auto: not timed at export" + caution
     shapes = ", ".join(f"{b}x{n} {ms:g} ms" for (b, n), ms in zip(timing["shapes"], timing["median_ms"][backend]))
-    where = "when timed again" if "replaced" in timing else "at export"
-    elsewhere = other_cpu(timing)
+    when = "when timed again" if "replaced" in timing else "at export"
+    elsewhere = timed_elsewhere_note(timing, here)
     if elsewhere:
-        return (f"auto: fastest {where} ({shapes}), but {elsewhere}: another backend may be faster here "
-                f"(python deploy/python/retime.py --model_dir {model_dir} times them here)")
-    return f"auto: fastest {where} ({shapes})"
-
-
-def int8_caution(backend: str, info: dict) -> str:
-    """For an int8 backend on a CPU without VNNI whose int8 score was taken on one with it: a
-    note (without VNNI, the u8 x s8 products of onnxruntime's and oneDNN's int8 kernels sum in
-    16 bits and may saturate, which the export's score did not see); '' otherwise."""
-    exported_on, here = (info.get("timing") or {}).get("cpu") or {}, cpu_features()
-    if "int8" not in backend or not exported_on.get("vnni") or here["vnni"] or not here["instruction_sets"]:
-        return ""
-    return ("; int8 scored at export on a CPU with VNNI, this one has none (its int8 kernels may saturate where "
-            "VNNI's do not: re-export here to score it)")
+        return (f"auto: fastest {when} ({shapes}), but {elsewhere}: another backend may be faster here "
+                f"(python deploy/python/retime.py --model_dir {model_dir} times them here){caution}")
+    return f"auto: fastest {when} ({shapes}){caution}"
 
 
 def make_backend(model_dir: str | Path, backend: str = "auto", **options):
@@ -412,8 +406,7 @@ class Predictor:
         self.backend = make_backend(model_dir, backend, **backend_options)
         self.backend_name = backend
         self.description = (f"{backend}: {self.backend.description}; "
-                            f"{auto_reason(backend, requested, self.info, self.model_dir)}"
-                            f"{int8_caution(backend, self.info)}")
+                            f"{auto_reason(backend, requested, self.info, self.model_dir)}")
 
     def shapes_never_called(self, shapes) -> str:
         """Which of ``shapes`` (batch, length) this predictor never sends its backend, and why; ''
@@ -438,21 +431,22 @@ class Predictor:
                   for batch in range(1, self.batch_size + 1)]
         return sorted(shapes, key=lambda shape: (shape[0] * shape[1], shape))
 
-    def warm_up(self, max_seconds: Optional[float] = None) -> int:
+    def warm_up(self, max_seconds: float = math.inf) -> int:
         """Calls the backend once with every shape it can be sent (``sendable_shapes``, cheapest
         first), so no request pays a shape's first call, which is several times slower on
-        OpenVINO's dynamic models (docs/results/serving/first_call.md); with ``max_seconds``, no
-        shape is started after that long (the rest get their first call from requests). OpenVINO
-        does not count these calls towards a shape's promotion. Returns the number of shapes called."""
+        OpenVINO's dynamic models (docs/results/serving/first_call.md); stops once ``max_seconds``
+        have passed (the cheapest shape is always called; the rest get their first call from
+        requests). OpenVINO does not count these calls towards a shape's promotion. Returns the
+        number of shapes called."""
         call = getattr(self.backend, "warm", self.backend)
         token = self.tokenizer.unk_token_id  # any id the vocabulary has (pruning keeps the special tokens)
         started, called = time.perf_counter(), 0
         for batch, length in self.sendable_shapes():
-            if max_seconds is not None and time.perf_counter() - started >= max_seconds:
-                break
             ids = np.full((batch, length), token, dtype=np.int64)
             call(ids, np.zeros_like(ids))
             called += 1
+            if time.perf_counter() - started >= max_seconds:
+                break
         return called
 
     # -- text -> features -> logits ---------------------------------------------------------

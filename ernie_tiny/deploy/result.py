@@ -1,13 +1,23 @@
 """What the finetune and export stages leave behind: their products (``model/``; the inference
-directory itself) and their typed results, read through the modules that write ``result.json``
-and ``deploy.json``. No Paddle import."""
+directory itself) and their typed results, read from the finetune stage's ``result.json``
+(its name and reader are here) and the export's ``deploy.json``. No Paddle import."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
 
 from ernie_tiny.stages import StageResult
+
+RESULT_FILE = "result.json"  # the finetune stage's: task, metric, best_dev, best_step, steps, seconds, examples
+
+
+def read_result_file(output_dir) -> Optional[dict]:
+    """What the finetune stage wrote to ``<output_dir>/result.json`` (None if there is none)."""
+    path = Path(output_dir) / RESULT_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
 
 @dataclass(frozen=True)
 class FinetuneResult(StageResult):
@@ -20,8 +30,6 @@ class FinetuneResult(StageResult):
 
     @classmethod
     def read(cls, output_dir) -> Optional["FinetuneResult"]:
-        from ernie_tiny.deploy.finetune import read_result_file
-
         r = read_result_file(output_dir)
         return cls(r["task"], r["metric"], r["best_dev"], r["best_step"], r["steps"]) if r else None
 

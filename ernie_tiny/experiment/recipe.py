@@ -14,41 +14,10 @@ import time
 from pathlib import Path
 from typing import List
 
+from ernie_tiny.experiment.arms import ARM_NAMES, ARMS, task_sets
 from ernie_tiny.experiment.schema import ExperimentConfig
 from ernie_tiny.pipeline.steps import ProductOf, Step, flatten, run_steps, validate
 from ernie_tiny.stages import STAGES
-
-ARMS = {"vanilla": "pretrain", "mitkd": "teacher_mtl"}  # arm -> the step whose teacher it distils
-ARM_NAMES = {"vanilla": "MiniLMv2 (vanilla teacher)", "mitkd": "MITKD (multi-task teacher)"}
-
-
-def share_label(share: float) -> str:
-    return f"low_resource_{share * 100:g}pct"
-
-
-def train_size(card_name: str) -> int:
-    from ernie_tiny.tasks.card import load_card
-    from ernie_tiny.tasks.readers import read_split
-
-    return len(read_split(load_card(card_name), "train").examples)
-
-
-def task_sets(config: ExperimentConfig) -> List[tuple]:
-    """[(set name, [task entry dicts])]: in-domain, held-out, then one set per low-resource share."""
-    ev = config.Evaluation
-    def dump(entries):
-        return [e.model_dump(exclude_defaults=True) for e in entries]
-
-    sets = [("in_domain", dump(ev.in_domain)), ("held_out", dump(ev.held_out))]
-    low = ev.low_resource
-    size = train_size(low.card)
-    for share in low.fractions:
-        entry = {"card": low.card, "max_train_examples": max(1, round(share * size))}
-        entry.update({k: v for k, v in (("max_dev_examples", low.max_dev_examples), ("max_length", low.max_length),
-                                        ("epochs", low.epochs)) if v})
-        sets.append((share_label(share), [entry]))
-    return sets
-
 
 def plan(config: ExperimentConfig, origin: str = "") -> List[Step]:
     root = Path(config.Global.output_dir)

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ernie_tiny.experiment.recipe import ARM_NAMES, ARMS, share_label, task_sets
+from ernie_tiny.experiment.arms import ARM_NAMES, ARMS, share_label, task_sets
 from ernie_tiny.experiment.schema import ExperimentConfig
 from ernie_tiny.files import write_atomically, write_text_atomically
 from ernie_tiny.pipeline.steps import StepState

@@ -29,10 +29,9 @@ import paddle
 import paddle.nn as nn
 from paddlenlp.transformers import ErnieModel
 
-from ernie_tiny.mtl.result import HEADS_DIR, TEACHER_DIR
+from ernie_tiny.mtl.result import HEADS_DIR, HEADS_JSON, TEACHER_DIR, read_heads_info
 from ernie_tiny.tasks.encode import IGNORE
 
-HEADS_JSON = "heads.json"
 HEADS_WEIGHTS = "heads.safetensors"
 
 
@@ -94,11 +93,6 @@ def save_heads(model: MultiTaskModel, directory: Path, info: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.numpy() for k, v in model.heads.state_dict().items()}, str(directory / HEADS_WEIGHTS))
     (directory / HEADS_JSON).write_text(json.dumps(info, indent=1, ensure_ascii=False), encoding="utf-8")
-
-
-def read_heads_info(heads_dir) -> dict:
-    """The ``info`` that ``save_heads`` wrote to ``<heads_dir>/heads.json``."""
-    return json.loads((Path(heads_dir) / HEADS_JSON).read_text(encoding="utf-8"))
 
 
 def load_task_model(output_dir, task: str):

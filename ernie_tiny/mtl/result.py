@@ -1,8 +1,9 @@
 """What the multi-task teacher stage leaves behind: its product (``teacher/``, the encoder the
 distillation reads), the task heads (``heads/``) and its typed result, read from ``heads.json``
-through the module that writes it."""
+(its name and reader are here; ``ernie_tiny.mtl.model`` writes it). No Paddle import."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Dict, Optional, Tuple
@@ -10,6 +11,12 @@ from typing import ClassVar, Dict, Optional, Tuple
 from ernie_tiny.stages import StageResult
 
 TEACHER_DIR, HEADS_DIR = "teacher", "heads"
+HEADS_JSON = "heads.json"  # in heads/: the step of the best dev score, and per task its head, labels and scores
+
+
+def read_heads_info(heads_dir) -> dict:
+    """The ``info`` that ``ernie_tiny.mtl.model.save_heads`` wrote to ``<heads_dir>/heads.json``."""
+    return json.loads((Path(heads_dir) / HEADS_JSON).read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
@@ -23,8 +30,6 @@ class TeacherMTLResult(StageResult):
         heads = Path(output_dir) / HEADS_DIR
         if not heads.is_dir():
             return None
-        from ernie_tiny.mtl.model import read_heads_info  # (imports Paddle)
-
         info = read_heads_info(heads)
         return cls(info["step"], {name: (t["dev_score"], t["majority_baseline"]) for name, t in info["tasks"].items()})
 

@@ -1,30 +1,32 @@
-"""``auto``'s timings taken again on the machine that serves an export.
+"""Timing runs over an inference directory's CPU backends: the export's (``tools/export.py``
+writes ``deploy.json`` ``timing``), and again on the machine that serves it
+(``deploy/python/retime.py``).
 
-The export times every CPU backend on the machine that exports (``deploy.json`` ``timing``),
-and ``auto`` runs the fastest of them. The fastest backend depends on the CPU (int8 pays with
-VNNI, much less without; bf16 only where the CPU computes it), so a model exported on one
-machine and served on another may run a backend that is not the fastest there; the predictor
-says so when the instruction sets differ. This times the same backends on the same shapes
-here and rewrites ``timing`` (atomically; the previous one's CPU and choices are kept under
-``timing.replaced``):
-
-    python deploy/python/retime.py --model_dir output/demo/export [--threads 2 --repeats 10]
-
-Only timings are taken again: the accuracy checks and int8 / bf16 scores stay the export's.
+The fastest backend depends on the CPU (int8 pays with VNNI, much less without; bf16 only where
+the CPU computes it), so a model exported on one machine and served on another may run a
+backend that is not the fastest there; the predictor says so when the instruction sets differ.
+``retime`` times the backends this machine runs, on the export's shapes, and rewrites
+``timing`` whole (the export's own record kept under ``timing.replaced``, however often it is
+run). Only timings are taken again: the accuracy checks and the int8 / bf16 scores stay the
+export's.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from ernie_tiny.deploy.inference_dir import DEPLOY_FILE, read_deploy_info, write_deploy_info
+from ernie_tiny.deploy.inputs import DeployInputError
+from ernie_tiny.errors import describe
 
 
 def cpu_backends(directory: Path, info: dict, threads: int = 0, reuse: Optional[Dict[str, Callable]] = None) -> dict:
     """Every CPU backend of the inference directory this machine can run, by name (paddle, the
-    onnxruntime models, the OpenVINO models the export checked); ``reuse``: backends already
-    built over the same files (not OpenVINO's, whose per-shape models earlier calls used up)."""
+    onnxruntime models, the OpenVINO models the export checked, where the package is installed
+    and, for bf16, the CPU computes it); ``reuse``: backends already built over the same files
+    (not OpenVINO's, whose per-shape models earlier calls used up)."""
     from ernie_tiny.deploy.predictor import (ONNX_FILES, OPENVINO_FILES, OnnxBackend, PaddleBackend, available,
                                              open_openvino)
 
@@ -54,20 +56,29 @@ def time_and_record(backends: dict, shapes, vocab_size: int, repeats: int, warmu
 
 def retime(model_dir: str | Path, threads: int = 0, repeats: int = 10, warmup: int = 2) -> dict:
     """Times ``model_dir``'s backends here on the shapes the export timed, and rewrites its
-    ``deploy.json`` ``timing``; returns the new record."""
-    from ernie_tiny.deploy.inputs import DeployInputError
-
+    ``deploy.json`` ``timing``; returns the new record. A directory it cannot use (no timing,
+    no config.json, not writable) is a ``DeployInputError``, raised before any timing."""
     model_dir = Path(model_dir)
     info = read_deploy_info(model_dir)
     old = info.get("timing")
     if not old or not old.get("shapes"):
         raise DeployInputError(f"{model_dir / DEPLOY_FILE}: no timing to take again (exported with "
                                f"Export.timing_repeats: 0); re-export with timing on")
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    try:
+        vocab_size = int(json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["vocab_size"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DeployInputError(f"{model_dir / 'config.json'}: the model's config with its vocab_size is needed "
+                               f"({describe(err)}); re-export it with tools/export.py") from None
+    if not os.access(model_dir, os.W_OK) or not os.access(model_dir / DEPLOY_FILE, os.W_OK):
+        raise DeployInputError(f"{model_dir}: not writable, so its {DEPLOY_FILE} cannot be rewritten (retime a copy: "
+                               f"cp -r {model_dir} DIR)")
     shapes = [tuple(shape) for shape in old["shapes"]]
-    record = time_and_record(cpu_backends(model_dir, info, threads), shapes, config["vocab_size"], repeats, warmup)
+    record = time_and_record(cpu_backends(model_dir, info, threads), shapes, vocab_size, repeats, warmup)
     record["note"] = "measured again here by deploy/python/retime.py (the export's timing: replaced)"
-    record["replaced"] = {key: old[key] for key in ("cpu", "median_ms", "auto") if key in old}
+    record["replaced"] = old.get("replaced") or {key: old[key] for key in ("cpu", "median_ms", "auto") if key in old}
     info["timing"] = record
-    write_deploy_info(model_dir, info)
+    try:
+        write_deploy_info(model_dir, info)
+    except OSError as err:
+        raise DeployInputError(f"{model_dir / DEPLOY_FILE}: cannot be rewritten ({err.strerror or err})") from None
     return record
