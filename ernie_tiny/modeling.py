@@ -15,7 +15,7 @@ import paddle
 import paddle.nn as nn
 from paddlenlp.transformers import ErnieConfig, ErnieModel
 
-from ernie_tiny.distill.schema import ModelSection
+from ernie_tiny.schema import ModelSection
 
 
 def build_encoder(spec: ModelSection, vocab_size: int, pad_token_id: int = 0) -> ErnieModel:

@@ -39,7 +39,7 @@ def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer, 24-wide ERNIE with a character vocabulary, saved as a student directory."""
     import paddle
 
-    from ernie_tiny.distill.schema import ModelSection
+    from ernie_tiny.schema import ModelSection
     from ernie_tiny.modeling import build_encoder
     from ernie_tiny.tasks.offline import load_builtin
     from ernie_tiny.tokenization import build_vocab, tokenizer_from_vocab

@@ -17,7 +17,7 @@ FEWCLUE = ["bustm", "eprstmt", "csldcp"]
 def save_tiny_encoder(path: Path, hidden_dropout: float = 0.1) -> Path:
     import paddle
 
-    from ernie_tiny.distill.schema import ModelSection
+    from ernie_tiny.schema import ModelSection
     from ernie_tiny.modeling import build_encoder
 
     paddle.seed(0)

@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 import pytest
 
-from ernie_tiny.distill.schema import ModelSection
+from ernie_tiny.schema import ModelSection
 from ernie_tiny.modeling import QKVExtractor, build_encoder
 
 VOCAB = 100
