@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ernie_tiny.deploy.backend_timing import choose, cpu_features, time_backends
-from ernie_tiny.deploy.predictor import resolve_backend
+from ernie_tiny.deploy.backends import resolve_backend
 from ernie_tiny.deploy.vocab_prune import kept_ids
 
 MS = {"paddle": [9.0, 80.0], "onnx": [5.0, 50.0], "onnx-fused": [4.0, 52.0], "onnx-int8": [2.0, 30.0]}
@@ -80,10 +80,10 @@ def test_openvino_int8_runs_only_where_the_int8_gate_scored_it():
 
 
 def test_openvino_bf16_runs_only_where_its_gate_scored_it_and_only_with_reduced_precision_allowed(monkeypatch):
-    import ernie_tiny.deploy.predictor as predictor
+    import ernie_tiny.deploy.backends as backends
 
-    monkeypatch.setattr(predictor, "openvino_installed", lambda: True)
-    monkeypatch.setattr(predictor, "native_bf16", lambda: True)
+    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(backends, "native_bf16", lambda: True)
     ms = {"onnx": [5.0, 50.0], "openvino": [4.0, 40.0], "openvino-bf16": [2.5, 25.0], "openvino-int8": [2.0, 40.0]}
     info = {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx", "openvino_int8": "model.int8.openvino.onnx",
             "timing": {"median_ms": ms}, "checks": {"openvino": {"max_abs_diff": 0.0}},
@@ -93,12 +93,12 @@ def test_openvino_bf16_runs_only_where_its_gate_scored_it_and_only_with_reduced_
     assert resolve_backend("auto", scored) == "openvino"  # fp32 only: bf16 is reduced precision
     assert resolve_backend("auto", scored, allow_int8=True) == "openvino-bf16"  # fastest over both shapes
     assert choose(ms, allow_int8=False) == "openvino"
-    monkeypatch.setattr(predictor, "native_bf16", lambda: False)  # served on a CPU without native bf16
+    monkeypatch.setattr(backends, "native_bf16", lambda: False)  # served on a CPU without native bf16
     assert resolve_backend("auto", scored, allow_int8=True) == "openvino-int8"  # OpenVINO would compute fp32 there
 
 
 def test_a_bf16_record_left_out_by_its_gate_reads_as_no_bf16():
-    from ernie_tiny.deploy.predictor import checked_on_openvino
+    from ernie_tiny.deploy.backends import checked_on_openvino
     from ernie_tiny.deploy.result import ExportResult
 
     left_out = {"metric": "accuracy", "runtimes": {}, "left_out": "bf16 on openvino-bf16 scores 2.00 points below"}

@@ -332,7 +332,7 @@ def test_latency_benchmark_times_every_runtime_on_the_same_inputs(sequence_expor
 def test_tensorrt_profile_covers_every_padded_batch_the_predictor_makes(max_length, max_batch_size):
     """Every batch ``Predictor.logits`` can send (1..max_batch_size rows; any longest text up to
     max_length, then padded to the length bucket) lies within the profile; 130 pads to 144."""
-    from ernie_tiny.deploy.predictor import pad_to_bucket, tensorrt_shape_profile
+    from ernie_tiny.deploy.backends import pad_to_bucket, tensorrt_shape_profile
 
     profile = tensorrt_shape_profile(max_batch_size, max_length)
     assert profile["min"] <= profile["opt"] <= profile["max"]
@@ -349,7 +349,8 @@ def test_tensorrt_profile_covers_every_padded_batch_the_predictor_makes(max_leng
 
 
 def test_tensorrt_is_refused_for_a_paddle3_json_export_before_anything_loads(sequence_export):
-    from ernie_tiny.deploy.predictor import PaddleBackend, check_tensorrt_program, read_deploy_info
+    from ernie_tiny.deploy.backends import PaddleBackend, check_tensorrt_program
+    from ernie_tiny.deploy.inference_dir import read_deploy_info
 
     _, export_dir = sequence_export
     program = read_deploy_info(export_dir)["paddle"]["model"]
@@ -426,7 +427,7 @@ def test_export_times_every_backend_and_auto_runs_the_fastest_fp32(sequence_expo
 
 
 def test_openvino_backend_matches_eager(sequence_export, monkeypatch):
-    import ernie_tiny.deploy.predictor as predictor_module
+    import ernie_tiny.deploy.backends as backends_module
     from ernie_tiny.deploy.inputs import DeployInputError
     from ernie_tiny.deploy.predictor import Predictor
 
@@ -454,7 +455,7 @@ def test_openvino_backend_matches_eager(sequence_export, monkeypatch):
                                                r"shape is never called"):
         Predictor(out, backend="openvino", batch_size=2, compile_shapes=[(1, 144), (4, 16), (1, 100)])
     with monkeypatch.context() as patch:  # served on a CPU without native bf16: refused, not run in fp32
-        patch.setattr(predictor_module, "native_bf16", lambda: False)
+        patch.setattr(backends_module, "native_bf16", lambda: False)
         with pytest.raises(DeployInputError, match="does not compute bf16 natively"):
             Predictor(out, backend="openvino-bf16")
     if not native_bf16():
@@ -588,7 +589,8 @@ def test_an_export_from_before_openvinos_own_int8_model_says_to_re_export(sequen
     import shutil
 
     from ernie_tiny.deploy.inputs import DeployInputError
-    from ernie_tiny.deploy.predictor import Predictor, resolve_backend
+    from ernie_tiny.deploy.backends import resolve_backend
+    from ernie_tiny.deploy.predictor import Predictor
 
     _, out = sequence_export
     old = tmp_path / "old"
@@ -611,7 +613,7 @@ def test_a_model_timed_on_another_cpu_says_so_and_retime_times_it_here(sequence_
     without it."""
     import shutil
 
-    from ernie_tiny.deploy import predictor as predictor_module
+    from ernie_tiny.deploy import backends as backends_module
     from ernie_tiny.deploy.backend_timing import cpu_features
     from ernie_tiny.deploy.predictor import Predictor
 
@@ -642,7 +644,7 @@ def test_a_model_timed_on_another_cpu_says_so_and_retime_times_it_here(sequence_
 
     # the int8 score was taken on the export's CPU, with VNNI: said on a CPU without it, for int8 only,
     # after a retime too
-    monkeypatch.setattr(predictor_module, "cpu_features", lambda: {"instruction_sets": ["AVX2", "FMA"], "vnni": False})
+    monkeypatch.setattr(backends_module, "cpu_features", lambda: {"instruction_sets": ["AVX2", "FMA"], "vnni": False})
     assert "int8 scored at export on a CPU with VNNI" in Predictor(served, backend="onnx-int8").description
     assert "VNNI" not in Predictor(served, backend="onnx").description
     monkeypatch.undo()

@@ -4,7 +4,7 @@
     echo "质量很好，物流也快" | python deploy/python/infer.py --model_dir output/demo/export
     python deploy/python/infer.py --model_dir DIR --backend onnx-int8 --input texts.txt --output preds.jsonl
 
-Backends (--backend; ernie_tiny.deploy.predictor lists them): paddle (Paddle Inference; CPU with
+Backends (--backend; ernie_tiny.deploy.backends lists them): paddle (Paddle Inference; CPU with
 oneDNN unless --no_mkldnn, or --device gpu with --precision fp16 and --trt where the GPU build has
 TensorRT), onnx, onnx-fused and onnx-int8 (onnxruntime, CPU), openvino, openvino-int8 and
 openvino-bf16 (where the export's CPU computes bf16 natively); auto (the default): on CPU the

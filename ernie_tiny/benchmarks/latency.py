@@ -121,7 +121,7 @@ def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads
     (not only the first ``STATIC_SHAPES``), so each row measures what a predictor that sees
     that shape often runs."""
     from ernie_tiny.deploy.openvino_runtime import STATIC_SHAPES
-    from ernie_tiny.deploy.predictor import OPENVINO_FILES, PaddleBackend, make_backend, resolve_backend
+    from ernie_tiny.deploy.backends import OPENVINO_FILES, PaddleBackend, make_backend, resolve_backend
 
     openvino = set(OPENVINO_FILES) | ({"auto"} if resolve_backend("auto", info) in OPENVINO_FILES else set())
 
@@ -320,8 +320,9 @@ def main(args: argparse.Namespace) -> int:
 
     from ernie_tiny.benchmarks.latency_targets import format_targets, judge
     from ernie_tiny.deploy.backend_timing import cpu_features
-    from ernie_tiny.deploy.predictor import (ONNX_FILES, OPENVINO_FILES, available, openvino_installed,
-                                             read_deploy_info, resolve_backend)
+    from ernie_tiny.deploy.backends import ONNX_FILES, OPENVINO_FILES, available, resolve_backend
+    from ernie_tiny.deploy.inference_dir import read_deploy_info
+    from ernie_tiny.deploy.openvino_runtime import openvino_installed
 
     paddle.set_device("cpu")
     info = read_deploy_info(model_dir)

@@ -52,12 +52,11 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ernie_tiny.config import ConfigError, dump_config
-from ernie_tiny.errors import describe, first_line
+from ernie_tiny.deploy.backends import INPUT_NAMES, ONNX_FILES, OPENVINO_FILES, OnnxBackend, PaddleBackend, open_openvino
 from ernie_tiny.deploy.inference_dir import write_deploy_info
+from ernie_tiny.deploy.openvino_runtime import OpenVinoBackend, native_bf16, openvino_installed
+from ernie_tiny.errors import describe, first_line
 from ernie_tiny.files import replacing_directory
-from ernie_tiny.deploy.openvino_runtime import native_bf16
-from ernie_tiny.deploy.predictor import (INPUT_NAMES, ONNX_FILES, OPENVINO_FILES, OnnxBackend, OpenVinoBackend,
-                                         PaddleBackend, available, open_openvino, openvino_installed)
 from ernie_tiny.deploy.schema import TASK_FILE, ExportConfig
 from ernie_tiny.tasks.encode import Features, collate
 

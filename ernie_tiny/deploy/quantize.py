@@ -150,7 +150,7 @@ class BackendAsModel:
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None):
         import paddle
 
-        from ernie_tiny.deploy.predictor import pad_to_bucket
+        from ernie_tiny.deploy.backends import pad_to_bucket
 
         length = input_ids.shape[1]
         logits = self.backend(*pad_to_bucket(input_ids.numpy(), token_type_ids.numpy(), self.pad_token_id))

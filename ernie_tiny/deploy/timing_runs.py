@@ -27,8 +27,8 @@ def cpu_backends(directory: Path, info: dict, threads: int = 0, reuse: Optional[
     onnxruntime models, the OpenVINO models the export checked, where the package is installed
     and, for bf16, the CPU computes it); ``reuse``: backends already built over the same files
     (not OpenVINO's, whose per-shape models earlier calls used up)."""
-    from ernie_tiny.deploy.predictor import (ONNX_FILES, OPENVINO_FILES, OnnxBackend, PaddleBackend, available,
-                                             open_openvino)
+    from ernie_tiny.deploy.backends import (ONNX_FILES, OPENVINO_FILES, OnnxBackend, PaddleBackend, available,
+                                            open_openvino)
 
     reuse = reuse or {}
     backends = {"paddle": reuse.get("paddle") or PaddleBackend(directory, threads=threads)}
