@@ -1,4 +1,4 @@
-"""Which backend ``auto`` runs (ernie_tiny.deploy.backend_timing, predictor.resolve_backend), the
+"""Which backend ``auto`` runs (ernie_tiny.deploy.backend_timing, backends.resolve_backend), the
 CPU instruction sets recorded beside the timings, and the vocabulary kept by pruning."""
 import numpy as np
 import pytest

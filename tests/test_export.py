@@ -426,12 +426,15 @@ def test_export_times_every_backend_and_auto_runs_the_fastest_fp32(sequence_expo
     assert Predictor(edited).backend_name == "openvino"
 
 
-def test_openvino_backend_matches_eager(sequence_export, monkeypatch):
+def test_openvino_backend_matches_eager(sequence_export, monkeypatch, capsys):
     import ernie_tiny.deploy.backends as backends_module
     from ernie_tiny.deploy.inputs import DeployInputError
     from ernie_tiny.deploy.predictor import Predictor
 
     model_dir, out = sequence_export
+    backends_module.make_backend(out, "openvino", requested="auto", spin=True)  # what auto resolved to, for messages
+    assert "--spin applies to the onnxruntime backends; auto chose openvino, and runs without it" in \
+        capsys.readouterr().err
     openvino = Predictor(out, backend="openvino", batch_size=2)
     assert openvino.backend.description.startswith("openvino ") and "up to 4 recurring shapes" in openvino.description
     expected = np.stack(eager_logits(model_dir, "sequence", openvino, TEXTS))

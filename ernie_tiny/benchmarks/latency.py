@@ -1,4 +1,4 @@
-"""Inference latency and throughput of an exported model: every runtime the predictor offers,
+"""Inference latency and throughput of an exported model: every backend the deploy tools offer,
 plain onnxruntime as a user runs it, and eager Paddle, on the same inputs, in one run.
 
 ``python tools/benchmark.py latency --model_dir output/demo/export [--batches 1 8 32 --seqs 32 128]``
@@ -115,7 +115,7 @@ def matmul_rate(threads: int, size: int = 2048, repeats: int = 3) -> dict:
 def build_runtimes(names, model_dir: Path, eager_model: str, info: dict, threads: int, baseline: Path,
                    shapes: int = 1) -> dict:
     """Each runtime by name: the eager model, Paddle Inference with and without oneDNN, plain
-    onnxruntime on ``baseline`` and every backend the predictor offers (``make_backend``: onnx,
+    onnxruntime on ``baseline`` and every backend the deploy tools offer (``make_backend``: onnx,
     onnx-fused, onnx-int8, openvino, openvino-int8, openvino-bf16, auto). ``shapes``: how many
     batch x length shapes will be timed: OpenVINO backends compile every one of them on its own
     (not only the first ``STATIC_SHAPES``), so each row measures what a predictor that sees

@@ -15,8 +15,9 @@ token_type_ids) -> logits`` on padded int64 arrays:
   fused graph's onnxruntime-only ops it does not), on OpenVINO's own int8 model (NNCF's, of the
   static int8 mode), or on the plain export in bf16 arithmetic (CPUs with native bf16), when the
   ``openvino`` package is installed and the export checked it.
-* ``auto``: on CPU, the fastest fp32 backend that the export timed on its machine
-  (``deploy.json`` ``timing``, ``ernie_tiny.deploy.backend_timing``), int8 and bf16 included
+* ``auto``: on CPU, the fastest fp32 backend in ``deploy.json`` ``timing`` (the export's, or
+  taken again on the serving machine by ``deploy/python/retime.py``; only backends this machine
+  runs; ``ernie_tiny.deploy.backend_timing``), int8 and bf16 included
   only with ``allow_int8``; exports without timings take onnxruntime fp32, and GPU takes Paddle.
 
 Lengths reach a backend padded to a multiple of ``LENGTH_BUCKET`` (``pad_to_bucket``), so the
@@ -170,9 +171,9 @@ class OnnxBackend:
 
 
 def resolve_backend(backend: str, info: dict, device: str = "cpu", allow_int8: bool = False) -> str:
-    """``auto`` on CPU: the backend the export measured fastest (``timing.auto``: fp32, or
-    either precision with ``allow_int8``); without timings onnxruntime fp32 when exported.
-    Paddle Inference otherwise (GPU)."""
+    """``auto`` on CPU: the backend ``timing.median_ms`` has fastest among those available here
+    (``choose``: fp32, or either precision with ``allow_int8``); without timings onnxruntime
+    fp32 when exported. Paddle Inference otherwise (GPU)."""
     if backend != "auto":
         return backend
     if device != "cpu":
@@ -231,13 +232,14 @@ def auto_reason(backend: str, requested: str, info: dict, model_dir: str | Path 
     return f"auto: fastest {when} ({shapes}){caution}"
 
 
-def make_backend(model_dir: str | Path, backend: str = "auto", **options):
+def make_backend(model_dir: str | Path, backend: str = "auto", requested: str = "", **options):
     """A runtime over ``model_dir``; ``options`` go to ``PaddleBackend`` (device, threads,
     mkldnn, precision, tensorrt, ...) or, for the onnx and openvino backends, only ``threads``
     (and ``spin`` for onnx; ``static_shapes``, ``compile_shapes`` and ``background_compile``, to
-    compile recurring shapes off the calling thread, for openvino)."""
+    compile recurring shapes off the calling thread, for openvino). ``requested``: the backend
+    the user asked for, when ``backend`` is already what ``auto`` resolved to (for messages)."""
     info = read_deploy_info(model_dir)
-    requested = backend
+    requested = requested or backend
     backend = resolve_backend(backend, info, options.get("device", "cpu"), options.pop("allow_int8", False))
     spin, static_shapes = options.pop("spin", False), options.pop("static_shapes", STATIC_SHAPES)
     compile_shapes, background = options.pop("compile_shapes", []), options.pop("background_compile", False)
