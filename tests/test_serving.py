@@ -211,6 +211,9 @@ def test_server_and_infer_refuse_gpu_flags_for_onnx_and_bad_flags_before_loading
     with pytest.raises(SystemExit):
         server.parse_args(["--model_dir", "m", "--warmup", "-5"])
     assert "--warmup: must be a number of seconds >= 0, got -5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        server.parse_args(["--model_dir", "m", "--warmup", "soon"])
+    assert "--warmup: must be a number of seconds >= 0, got soon" in capsys.readouterr().err
 
 
 def test_a_wrong_content_type_gets_415(served):

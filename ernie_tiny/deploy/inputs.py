@@ -30,9 +30,12 @@ def positive_int(value: str) -> int:
 
 
 def seconds(value: str) -> float:
-    """argparse type: a number of seconds >= 0."""
-    number = float(value)
-    if not number >= 0:  # also refuses nan
+    """argparse type: a number of seconds >= 0 (``inf`` for no limit)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number >= 0:  # also refuses nan and what is no number
         raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {value}")
     return number
 
