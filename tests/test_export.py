@@ -314,6 +314,8 @@ def test_latency_benchmark_times_every_runtime_on_the_same_inputs(sequence_expor
     # the baseline runs the whole source model as users export it, not our first-token graph
     meta = json.loads(raw.read_text())["meta"]
     assert meta["baseline"].startswith("the whole source model") and meta["baseline"] in table
+    assert set(meta["matmul_gflops"]) == {"paddle", "numpy", "openvino"} and ", OpenVINO " in table  # the peak's
+    assert all(rate > 0 for rate in meta["matmul_gflops"].values())  # candidates, the best of them counts
     gflop = {r["runtime"]: r["gflop"] for r in rows if r["batch"] == 1}
     assert gflop["ort-defaults"] == gflop["ov-defaults"] == gflop["ov-fp32"] == gflop["eager"] > gflop["openvino"] \
         == gflop["onnx"]
