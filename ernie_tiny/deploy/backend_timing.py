@@ -129,4 +129,5 @@ def timing_record(ms: Dict[str, List[float]], shapes, repeats: int) -> dict:
     """``deploy.json``'s ``timing``: machine, shapes, medians and ``auto``'s two choices."""
     return {"cpu": cpu_features(), "shapes": [list(s) for s in shapes], "repeats": repeats, "median_ms": ms,
             "auto": {"fp32": choose(ms, allow_int8=False), "int8": choose(ms, allow_int8=True)},
-            "note": "measured at export on this machine; on another, re-time: python deploy/python/retime.py --model_dir DIR"}
+            "note": "measured at export on this machine; on another, re-time: "
+                    "python deploy/python/retime.py --model_dir DIR"}
