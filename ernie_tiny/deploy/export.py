@@ -244,8 +244,8 @@ def add_int8(tmp: Path, onnx_file: str, ex, card, labels, calibration, evaluated
         raise ExportCheckError(problem)
     problems = [drop_problem(what, name, scores, len(evaluated), card.metric, ex.max_int8_drop,
                              "the openvino-int8 backend is left out") for name in openvino_int8]
-    if any(problems):  # OpenVINO's int8 model is an extra: left out, not failed
-        problem = next(p for p in problems if p)
+    problem = next((p for p in problems if p), "")
+    if problem:  # OpenVINO's int8 model is an extra: left out, not failed
         print(problem, flush=True)
         leave_out_openvino_int8(tmp, for_openvino, problem)
         openvino_int8 = {}
