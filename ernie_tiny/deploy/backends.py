@@ -232,13 +232,15 @@ def auto_reason(backend: str, requested: str, info: dict, model_dir: str | Path 
     return f"auto: fastest {when} ({shapes}){caution}"
 
 
-def make_backend(model_dir: str | Path, backend: str = "auto", requested: str = "", **options):
+def make_backend(model_dir: str | Path, backend: str = "auto", requested: str = "", info: dict | None = None,
+                 **options):
     """A runtime over ``model_dir``; ``options`` go to ``PaddleBackend`` (device, threads,
     mkldnn, precision, tensorrt, ...) or, for the onnx and openvino backends, only ``threads``
     (and ``spin`` for onnx; ``static_shapes``, ``compile_shapes`` and ``background_compile``, to
     compile recurring shapes off the calling thread, for openvino). ``requested``: the backend
-    the user asked for, when ``backend`` is already what ``auto`` resolved to (for messages)."""
-    info = read_deploy_info(model_dir)
+    the user asked for, when ``backend`` is already what ``auto`` resolved to (for messages);
+    ``info``: the export's ``deploy.json`` when the caller has read it already."""
+    info = read_deploy_info(model_dir) if info is None else info
     requested = requested or backend
     backend = resolve_backend(backend, info, options.get("device", "cpu"), options.pop("allow_int8", False))
     spin, static_shapes = options.pop("spin", False), options.pop("static_shapes", STATIC_SHAPES)

@@ -205,16 +205,21 @@ def drop_problem(what: str, name: str, scores: dict, examples: int, metric: str,
             if drop > max_drop else "")
 
 
+def first_drop_problem(what: str, names, scores: dict, examples: int, metric: str, max_drop: float, hint: str) -> str:
+    """``drop_problem`` for each of ``names`` (each one's score is printed); the first problem, or ''."""
+    problems = [drop_problem(what, name, scores, examples, metric, max_drop, hint) for name in names]
+    return next((problem for problem in problems if problem), "")
+
+
 def gate(what: str, fp32, scored: dict, evaluated, card, labels, pad: int, max_drop: float, hint: str) -> dict:
     """fp32 and every ``scored`` backend on the same dev examples with the task metric; an
     ExportCheckError if one scores more than ``max_drop`` points below fp32. Returns the scores."""
     from ernie_tiny.deploy.quantize import compare_scores
 
     scores = compare_scores({"fp32": fp32, **scored}, evaluated, card, labels, pad)
-    for name in scored:
-        problem = drop_problem(what, name, scores, len(evaluated), card.metric, max_drop, hint)
-        if problem:
-            raise ExportCheckError(problem)
+    problem = first_drop_problem(what, scored, scores, len(evaluated), card.metric, max_drop, hint)
+    if problem:
+        raise ExportCheckError(problem)
     return scores
 
 
@@ -238,13 +243,12 @@ def add_int8(tmp: Path, onnx_file: str, ex, card, labels, calibration, evaluated
                                     if openvino and ex.int8 in OPENVINO_INT8_MODES else (None, {})))
     scores = compare_scores({"fp32": fp32, **onnx_int8, **openvino_int8}, evaluated, card, labels, pad)
     what = f"int8 ({ex.int8})"
-    problem = drop_problem(what, "onnx-int8", scores, len(evaluated), card.metric, ex.max_int8_drop,
-                           "try the other Export.int8 mode, or Export.int8: off")
+    problem = first_drop_problem(what, onnx_int8, scores, len(evaluated), card.metric, ex.max_int8_drop,
+                                 "try the other Export.int8 mode, or Export.int8: off")
     if problem:
         raise ExportCheckError(problem)
-    problems = [drop_problem(what, name, scores, len(evaluated), card.metric, ex.max_int8_drop,
-                             "the openvino-int8 backend is left out") for name in openvino_int8]
-    problem = next((p for p in problems if p), "")
+    problem = first_drop_problem(what, openvino_int8, scores, len(evaluated), card.metric, ex.max_int8_drop,
+                                 "the openvino-int8 backend is left out")
     if problem:  # OpenVINO's int8 model is an extra: left out, not failed
         print(problem, flush=True)
         leave_out_openvino_int8(tmp, for_openvino, problem)

@@ -137,7 +137,7 @@ class Predictor:
         never_called = self.shapes_never_called(backend_options.get("compile_shapes", []))
         if never_called:
             raise DeployInputError(f"--compile_shapes {never_called}")
-        self.backend = make_backend(model_dir, backend, requested=requested, **backend_options)
+        self.backend = make_backend(model_dir, backend, requested=requested, info=self.info, **backend_options)
         self.backend_name = backend
         self.description = (f"{backend}: {self.backend.description}; "
                             f"{auto_reason(backend, requested, self.info, self.model_dir)}")
