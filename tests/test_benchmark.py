@@ -230,3 +230,13 @@ def test_latency_targets_judge_int8_accuracy_against_the_unpruned_model_and_size
     unpruned = {v["target"]: v for v in judge([], {**info, "vocab_pruning": None}, AVX512_VNNI, **RUN)}
     assert unpruned["onnx-int8 dev accuracy within 0.5 points of fp32"]["met"] is True  # 75.7 vs 75.8
     assert all(v["met"] is None for t, v in unpruned.items() if "1/6" in t)
+
+
+def test_a_report_file_that_cannot_be_written_is_refused_before_the_benchmark_runs(tmp_path, capsys):
+    from ernie_tiny.benchmarks import cli
+
+    for benchmark in ("latency", "distill"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([benchmark, "--model_dir", str(tmp_path), "--output", str(tmp_path / "no_dir" / "report.md")]
+                     if benchmark == "latency" else [benchmark, "--output", str(tmp_path / "no_dir" / "report.md")])
+        assert exit_.value.code == 2 and "no_dir does not exist (create it first)" in capsys.readouterr().err

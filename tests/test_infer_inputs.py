@@ -134,3 +134,41 @@ def test_the_script_exits_2_with_one_line_and_no_traceback(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: no such directory (make an "
                                                 f"inference directory with tools/export.py)"]
+
+
+def test_output_through_a_symlink_writes_its_file_and_a_pipe_is_refused(tiny_export, infer, tmp_path, capsys):
+    import os
+
+    _, export_dir = tiny_export
+    source = tmp_path / "texts.txt"
+    source.write_text("好\n", encoding="utf-8")
+    real, link, pipe = tmp_path / "real.jsonl", tmp_path / "link.jsonl", tmp_path / "pipe"
+    real.write_text("old\n", encoding="utf-8")
+    link.symlink_to(real)
+    os.mkfifo(pipe)
+    assert infer.main(["--model_dir", str(export_dir), "--input", str(source), "--output", str(pipe),
+                       "--threads", "1"]) == 2
+    assert "is not a regular file" in capsys.readouterr().err and pipe.is_fifo()
+    assert infer.main(["--model_dir", str(export_dir), "--input", str(source), "--output", str(link),
+                       "--backend", "paddle", "--threads", "1"]) == 0
+    assert link.is_symlink() and json.loads(real.read_text(encoding="utf-8"))["text"] == "好"
+
+
+def test_max_length_threads_and_cpu_precision_are_checked(tiny_export, infer, tmp_path, capsys):
+    _, export_dir = tiny_export
+    source = tmp_path / "texts.txt"
+    source.write_text("好\n", encoding="utf-8")
+    positions = json.loads((export_dir / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
+    cases = [(["--max_length", "2"], "max_length 2: this model takes at least 3 tokens"),
+             (["--max_length", str(positions + 1)], f"and at most {positions}"),
+             (["--precision", "fp16"], "--precision fp16 needs --device gpu"),
+             (["--trt"], "--trt needs --device gpu")]
+    for flags, message in cases:
+        assert infer.main(["--model_dir", str(export_dir), "--input", str(source), "--backend", "paddle",
+                           "--threads", "1", *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err, err
+    for flag in ("--threads", "--max_length"):
+        with pytest.raises(SystemExit) as exit_:
+            infer.main(["--model_dir", str(export_dir), flag, "-1"])
+        assert exit_.value.code == 2 and f"{flag}: must be 0 or more, got -1" in capsys.readouterr().err

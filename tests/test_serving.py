@@ -204,6 +204,9 @@ def test_server_and_infer_refuse_gpu_flags_for_onnx_and_bad_flags_before_loading
     with pytest.raises(SystemExit) as exit_:
         server.main(["--model_dir", "no/such/dir", "--max_texts", "0"])
     assert exit_.value.code == 2 and "--max_texts: must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        server.main(["--model_dir", "no/such/dir", "--port", "99999"])
+    assert exit_.value.code == 2 and "--port: a port is 0 to 65535, got 99999" in capsys.readouterr().err
     warmup = {flags: server.parse_args(["--model_dir", "m", *flags]).warmup
               for flags in ((), ("--warmup",), ("--warmup", "30"), ("--warmup", "inf"))}
     assert warmup == {(): None, ("--warmup",): server.WARMUP_SECONDS, ("--warmup", "30"): 30.0,

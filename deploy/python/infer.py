@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from ernie_tiny.deploy.inference_dir import read_deploy_info  # noqa: E402 (no Paddle import)
-from ernie_tiny.deploy.inputs import DeployInputError, input_name, positive_int, text_lines  # noqa: E402
+from ernie_tiny.deploy.inputs import (DeployInputError, input_name, non_negative_int, positive_int,  # noqa: E402
+                                      text_lines, writable_file)  # noqa: E402
 from ernie_tiny.deploy.predictor import add_backend_arguments, predictor_from_args  # noqa: E402
 from ernie_tiny.files import write_atomically  # noqa: E402
 from ernie_tiny.runtime import configure_threads  # noqa: E402
@@ -43,16 +44,9 @@ def parse_args(argv=None):
     parser.add_argument("--output", help="write JSON lines here instead of printing")
     add_backend_arguments(parser)
     parser.add_argument("--batch_size", type=positive_int, default=32)
-    parser.add_argument("--max_length", type=int, default=0, help="tokens per text (0 = the exported max length)")
+    parser.add_argument("--max_length", type=non_negative_int, default=0,
+                        help="tokens per text (0 = the exported max length)")
     return parser.parse_args(argv)
-
-
-def check_output(target: str) -> None:
-    path = Path(target)
-    if path.is_dir():
-        raise DeployInputError(f"--output {target}: is a directory (give a file name, e.g. {path / 'preds.jsonl'})")
-    if not path.parent.is_dir():
-        raise DeployInputError(f"--output {target}: directory {path.parent} does not exist (create it first)")
 
 
 def split_pairs(lines, source: str):
@@ -82,8 +76,7 @@ def predictions(predictor, lines, texts, pairs):
 
 def run(args) -> None:
     info = read_deploy_info(args.model_dir)
-    if args.output:
-        check_output(args.output)
+    output = writable_file(args.output, "--output") if args.output else None
     lines = text_lines(args.input)
     if info["input"] == "pair":
         texts, pairs = split_pairs(lines, input_name(args.input))
@@ -101,7 +94,7 @@ def run(args) -> None:
             for number, line, _, result in rows:
                 out.write(json.dumps({"line": number, "text": line, **result}, ensure_ascii=False) + "\n")
 
-    write_atomically(Path(args.output), write)
+    write_atomically(Path(output), write)
     print(f"{len(lines)} predictions ({predictor.description}) written to {args.output}", file=sys.stderr)
 
 

@@ -51,7 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from fastapi import FastAPI, HTTPException, Request  # noqa: E402
 
 from ernie_tiny import __version__  # noqa: E402
-from ernie_tiny.deploy.inputs import DeployInputError, positive_int, seconds  # noqa: E402
+from ernie_tiny.deploy.inputs import DeployInputError, port, positive_int, seconds  # noqa: E402
 from ernie_tiny.deploy.json_body import parse_json, read_body  # noqa: E402
 from ernie_tiny.deploy.kserve_v2 import add_v2_routes, text_problem  # noqa: E402
 from ernie_tiny.deploy.predict_api import JSON, PredictRequest, predict_openapi  # noqa: E402
@@ -218,7 +218,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_dir", required=True, help="inference directory written by tools/export.py")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=port, default=8000)
     parser.add_argument("--model_name", default="", help="the model's name in the v2 protocol (default: the task)")
     add_backend_arguments(parser)
     parser.add_argument("--batch_size", type=positive_int, default=32, help="texts per predictor call")

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ernie_tiny.benchmarks.distill_sides import REPLY, STUDENT_SHAPES
 from ernie_tiny.deploy.backend_timing import cpu_features
+from ernie_tiny.deploy.inputs import output_file
 from ernie_tiny.runtime import available_cores
 
 _PROGRESS = "[bench] "
@@ -70,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "('' = skip it; default nano,micro,mini)")
     parser.add_argument("--paper-teacher", action="store_true",
                         help="also run the comparison with the paper's teacher shape (20L-1024H-16A, layer 15, R=8)")
-    parser.add_argument("--output", metavar="FILE.md", help="also write the Markdown report here")
-    parser.add_argument("--json", metavar="FILE.json", help="also write the raw measurements here")
+    parser.add_argument("--output", metavar="FILE.md", type=output_file, help="also write the Markdown report here")
+    parser.add_argument("--json", metavar="FILE.json", type=output_file, help="also write the raw measurements here")
 
 
 def options_of(args: argparse.Namespace) -> dict:

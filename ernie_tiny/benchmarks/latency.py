@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 
 from ernie_tiny.benchmarks.turns import BLOCK, measure, per_round_ratios, timed
+from ernie_tiny.deploy.inputs import output_file
 
 BASELINE = "ort-defaults"  # the "time vs" column: plain onnxruntime as a user runs it
 PEER = "ov-defaults"  # plain OpenVINO as a user runs it, on the same whole-model graph (bf16 on CPUs with native bf16)
@@ -76,8 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all available cores)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--matmul_size", type=int, default=2048, help="n of the n^3 matmul that measures the peak")
-    parser.add_argument("--output", metavar="FILE.md", help="also write the Markdown report here")
-    parser.add_argument("--json", metavar="FILE.json", help="also write the raw measurements here")
+    parser.add_argument("--output", metavar="FILE.md", type=output_file, help="also write the Markdown report here")
+    parser.add_argument("--json", metavar="FILE.json", type=output_file, help="also write the raw measurements here")
 
 
 def forward_flops(config: dict, batch: int, seq: int, head: str, first_token: bool = False) -> float:

@@ -111,7 +111,8 @@ class PaddleBackend:
             import paddle
 
             if not paddle.device.is_compiled_with_cuda():
-                raise RuntimeError("device 'gpu' needs a GPU build of Paddle (paddlepaddle-gpu)")
+                raise DeployInputError("--device gpu needs a GPU build of Paddle (paddlepaddle-gpu); this one is "
+                                       "CPU-only")
             half = inference.PrecisionType.Half if precision == "fp16" else inference.PrecisionType.Float32
             if tensorrt:
                 if inference.get_trt_compile_version() == (0, 0, 0):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import List, Tuple
 
 from ernie_tiny.errors import InputError
@@ -27,6 +28,50 @@ def positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
+
+
+def non_negative_int(value: str) -> int:
+    """argparse type: an integer >= 0."""
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
+def port(value: str) -> int:
+    """argparse type: a TCP port, 0 to 65535 (0: one the system picks)."""
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {number}")
+    return number
+
+
+def writable_file(value: str, flag: str = "") -> str:
+    """The file ``value`` to write a result to, checked before any work (a DeployInputError whose
+    message starts with ``flag``): not a directory, in a directory that exists, and, where
+    something is there already, a regular file (results are written beside it and renamed over
+    it, which would replace a device, a pipe or a symlink; a symlink is followed to the file it
+    names, which is returned)."""
+    name = f"{flag} {value}" if flag else value
+    path = Path(value)
+    if path.is_dir():
+        raise DeployInputError(f"{name}: is a directory (give a file name, e.g. {path / 'out.jsonl'})")
+    if path.is_symlink():
+        path = path.resolve()
+    if not path.parent.is_dir():
+        raise DeployInputError(f"{name}: directory {path.parent} does not exist (create it first)")
+    if path.exists() and not path.is_file():
+        raise DeployInputError(f"{name}: is not a regular file (a device, a pipe or a socket); results are written "
+                               f"to a file")
+    return str(path)
+
+
+def output_file(value: str) -> str:
+    """argparse type: ``writable_file``."""
+    try:
+        return writable_file(value)
+    except DeployInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def seconds(value: str) -> float:

@@ -15,6 +15,7 @@ command-line flags that choose a backend (``add_backend_arguments``, ``predictor
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 from ernie_tiny.deploy.backends import (BACKENDS, LENGTH_BUCKET, ONNX_FILES, OPENVINO_FILES, auto_reason, make_backend,
                                         pad_to_bucket, padded_length, resolve_backend)
 from ernie_tiny.deploy.inference_dir import read_deploy_info
-from ernie_tiny.deploy.inputs import DeployInputError
+from ernie_tiny.deploy.inputs import DeployInputError, non_negative_int
 from ernie_tiny.deploy.openvino_runtime import STATIC_SHAPES
 from ernie_tiny.tasks.encode import IGNORE, Features, collate, encode_sequence, encode_tokens
 from ernie_tiny.tasks.readers import Example
@@ -44,11 +45,11 @@ def add_backend_arguments(parser) -> None:
                         help="auto may pick a reduced-precision model (int8; OpenVINO bf16 where the CPU has it) when "
                              "it timed fastest: each was scored against fp32 at export")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: paddle backend only")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all available cores)")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads (0 = all available cores)")
     parser.add_argument("--no_mkldnn", action="store_true", help="paddle on CPU: turn oneDNN off (slower)")
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="paddle on GPU: fp16")
     parser.add_argument("--trt", action="store_true", help="paddle on GPU: TensorRT (dynamic shapes)")
-    parser.add_argument("--gpu_id", type=int, default=0)
+    parser.add_argument("--gpu_id", type=non_negative_int, default=0)
     parser.add_argument("--static_shapes", type=int, default=STATIC_SHAPES, metavar="N",
                         help=f"openvino backends: up to N recurring batch x length shapes get a model compiled for "
                              f"them (faster, each takes memory of its own; default {STATIC_SHAPES}, 0 = none)")
@@ -101,6 +102,9 @@ def backend_options(args) -> dict:
                                     f"allows at most {args.static_shapes}")
         options["compile_shapes"] = list(args.compile_shapes)
     if args.backend in ("auto", "paddle"):
+        if args.device == "cpu" and (args.trt or args.precision != "fp32"):
+            raise BackendFlagsError(f"{'--trt' if args.trt else '--precision ' + args.precision} needs --device gpu "
+                                    f"(on CPU: fp32, or --backend onnx-int8 / openvino-int8)")
         options.update(mkldnn=not args.no_mkldnn, precision=args.precision, tensorrt=args.trt, gpu_id=args.gpu_id)
     elif args.device != "cpu" or args.trt or args.precision != "fp32":
         raise BackendFlagsError(f"--backend {args.backend} runs on CPU in fp32; --device gpu, --precision and --trt are "
@@ -124,6 +128,7 @@ class Predictor:
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
         self.pad_token_id = self.tokenizer.pad_token_id
+        self.check_max_length()
         requested = backend
         backend = resolve_backend(backend, self.info, backend_options.get("device", "cpu"),
                                   backend_options.pop("allow_int8", False))
@@ -141,6 +146,18 @@ class Predictor:
         self.backend_name = backend
         self.description = (f"{backend}: {self.backend.description}; "
                             f"{auto_reason(backend, requested, self.info, self.model_dir)}")
+
+    def check_max_length(self) -> None:
+        """A DeployInputError unless ``max_length`` holds the special tokens and one of the text's,
+        and is within the model's position embeddings (past them a runtime reads out of range)."""
+        config = self.model_dir / "config.json"
+        positions = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings") if config.is_file() \
+            else None
+        fewest = self.tokenizer.num_special_tokens_to_add(pair=self.input_type == "pair") + 1
+        if self.max_length < fewest or (positions and self.max_length > positions):
+            most = f" and at most {positions} ({config}: max_position_embeddings)" if positions else ""
+            raise DeployInputError(f"max_length {self.max_length}: this model takes at least {fewest} tokens per "
+                                   f"{self.input_type} input{most}")
 
     def shapes_never_called(self, shapes) -> str:
         """Which of ``shapes`` (batch, length) this predictor never sends its backend, and why; ''
