@@ -106,9 +106,13 @@ def _compose_with_lines(text: str, path: str) -> Tuple[Any, Dict[str, int]]:
 
     def walk(node, prefix: str) -> None:
         if isinstance(node, yaml.MappingNode):
+            seen: Dict[str, int] = {}
             for key_node, value_node in node.value:
                 key = f"{prefix}{key_node.value}"
-                lines[key] = key_node.start_mark.line + 1
+                line = key_node.start_mark.line + 1
+                if key in seen and key_node.value != "<<":  # YAML would silently keep only the last one
+                    raise ConfigError(f"{path}:{line}: {key}: given twice (first on line {seen[key]}); keep one")
+                seen[key] = lines[key] = line
                 walk(value_node, key + ".")
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):

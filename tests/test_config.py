@@ -85,6 +85,16 @@ def test_unknown_section_names_its_line(tmp_path):
     assert f"{path}:{line_of(text, 'Trian:')}: Trian" in message and "unknown key" in message
 
 
+def test_a_section_or_key_given_twice_names_both_lines(tmp_path):
+    text = BASE + "Train:\n  batch_size: 4\n"  # YAML alone would keep only this Train, dropping max_steps
+    path = write(tmp_path, text)
+    first, second = [i for i, line in enumerate(text.splitlines(), 1) if line == "Train:"]
+    assert error_of(path) == f"{path}:{second}: Train: given twice (first on line {first}); keep one"
+    text = BASE.replace("  max_steps: 20", "  max_steps: 20\n  max_steps: 30")
+    path = write(tmp_path, text)
+    assert error_of(path).startswith(f"{path}:{line_of(text, 'max_steps: 30')}: Train.max_steps: given twice")
+
+
 @pytest.mark.parametrize("raw, shown", [('"8"', '"8"'), ("8.5", "8.5"), ("8.0", "8.0"), ("true", "true")])
 def test_wrong_type_names_key_and_value(tmp_path, raw, shown):
     text = BASE.replace("  batch_size: 8", f"  batch_size: {raw}")
