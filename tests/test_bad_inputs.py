@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from config_files import write_model_dir
-from ernie_tiny.cli import distill_main, evaluate_main, pretrain_main, run_stage, teacher_mtl_main
+from ernie_tiny.cli import (distill_main, evaluate_main, export_main, finetune_main, pretrain_main, run_stage,
+                            teacher_mtl_main)
 from ernie_tiny.config import load_config
 from ernie_tiny.data.corpus import iter_documents
 from ernie_tiny.stages import STAGES, Stage
@@ -193,7 +194,25 @@ def mtl_small_task_case(tmp_path, model):
         ["Tasks.0 (pd_entity_type): 3 train examples, fewer than one batch", "Train.batch_size"]
 
 
+def finetune_model_without_weights_case(tmp_path, model):
+    copy = Path(shutil.copytree(model, tmp_path / "student"))
+    (copy / "model.safetensors").unlink()
+    return finetune_main, ["-c", str(DEMO / "finetune.yaml"), *with_o(f"Model.path={copy}",
+                                                                      f"Global.output_dir={tmp_path / 'out'}")], \
+        ["Model.path", str(copy), "no weights"]
+
+
+def export_task_json_truncated_case(tmp_path, model):
+    copy = Path(shutil.copytree(model, tmp_path / "finetuned"))
+    (copy / "task.json").write_text('{"task": "review_sen', encoding="utf-8")  # a copy cut short
+    return export_main, ["-c", str(DEMO / "export.yaml"), *with_o(f"Model.path={copy}",
+                                                                  f"Global.output_dir={tmp_path / 'out'}")], \
+        ["Model.path", str(copy / "task.json"), "not valid JSON", "tools/finetune.py"]
+
+
 MODEL_CASES = {  # cases on a real tiny student (evaluated, or finetuned as a teacher)
+    "finetune_model_without_weights": finetune_model_without_weights_case,
+    "export_task_json_truncated": export_task_json_truncated_case,
     "mtl_task_smaller_than_a_batch": mtl_small_task_case,
     "evaluate_model_dir_without_config": evaluate_model_case,
     "evaluate_model_truncated_safetensors": evaluate_truncated_model_case,

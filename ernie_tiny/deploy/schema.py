@@ -6,15 +6,27 @@ the line and the key.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Literal
 
 from pydantic import Field, field_validator
 
+from ernie_tiny import model_files
 from ernie_tiny.config import Section
 from ernie_tiny.schema import GlobalSection
 
 TASK_FILE = "task.json"  # written beside a finetuned model: card, labels, head, max length
+
+
+def task_file_problem(file: str) -> str:
+    """Why ``file`` (a finetuned model's ``task.json``) cannot be read, or ''."""
+    try:
+        with open(file, "rb") as f:
+            info = json.loads(f.read().decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{file}: not valid JSON ({err}); finetune the model again with tools/finetune.py"
+    return "" if isinstance(info, dict) else f"{file}: not a JSON object; finetune the model again"
 
 
 class ModelPathSection(Section):
@@ -23,10 +35,10 @@ class ModelPathSection(Section):
     def check(self):
         if self.planned(self.path):
             return
-        if not os.path.isdir(self.path):
-            yield "path", f"{self.path!r}: no such directory"
-        elif not os.path.isfile(os.path.join(self.path, "config.json")):
-            yield "path", f"{self.path!r} has no config.json: not a save_pretrained model directory"
+        try:
+            model_files.check_pretrained_dir(self.path)  # config.json, weights, tokenizer
+        except model_files.ModelFilesError as err:
+            yield "path", f"{self.path!r} is not a save_pretrained model directory: {err}"
 
 
 class TaskSection(Section):
@@ -128,6 +140,10 @@ class ExportConfig(Section):
         elif os.path.isdir(self.Model.path) and not os.path.isfile(os.path.join(self.Model.path, TASK_FILE)):
             yield "Export.task", (f"'' but {self.Model.path!r} has no {TASK_FILE} (it was not written by "
                                   "tools/finetune.py): name the task card")
+        elif os.path.isdir(self.Model.path) and not self.planned(self.Model.path):
+            problem = task_file_problem(os.path.join(self.Model.path, TASK_FILE))
+            if problem:
+                yield "Model.path", problem
         if self.Export.keep_frequent and not self.Export.prune_vocab:
             yield "Export.keep_frequent", (f"{self.Export.keep_frequent} keeps tokens when pruning the vocabulary: "
                                            "it needs Export.prune_vocab: true")
