@@ -654,6 +654,15 @@ def test_a_model_timed_on_another_cpu_says_so_and_retime_times_it_here(sequence_
     assert "VNNI" not in Predictor(served, backend="onnx").description
     monkeypatch.undo()
 
+    damaged = Path(shutil.copytree(served, tmp_path / "damaged"))
+    onnx_file = damaged / info["onnx"]
+    onnx_file.write_bytes(onnx_file.read_bytes()[:1000])  # a copy cut short: named, no traceback
+    assert retime.main(["--model_dir", str(damaged), "--threads", "1"]) == 2
+    assert f"{onnx_file}: cannot be loaded (" in capsys.readouterr().err
+    onnx_file.unlink()
+    assert retime.main(["--model_dir", str(damaged), "--threads", "1"]) == 2
+    assert f"{onnx_file}: listed in {damaged / 'deploy.json'} but not found" in capsys.readouterr().err
+
     (served / "config.json").unlink()  # no model config: refused before any timing
     assert retime.main(["--model_dir", str(served)]) == 2
     assert "config.json: the model's config with its vocab_size is needed" in capsys.readouterr().err

@@ -172,3 +172,22 @@ def test_max_length_threads_and_cpu_precision_are_checked(tiny_export, infer, tm
         with pytest.raises(SystemExit) as exit_:
             infer.main(["--model_dir", str(export_dir), flag, "-1"])
         assert exit_.value.code == 2 and f"{flag}: must be 0 or more, got -1" in capsys.readouterr().err
+
+
+def test_a_damaged_model_file_is_named_not_a_traceback(tiny_export, infer, tmp_path, capsys):
+    import shutil
+
+    _, export_dir = tiny_export
+    source = tmp_path / "texts.txt"
+    source.write_text("好\n", encoding="utf-8")
+    copy = Path(shutil.copytree(export_dir, tmp_path / "export"))
+    params = copy / json.loads((copy / "deploy.json").read_text(encoding="utf-8"))["paddle"]["params"]
+    params.write_bytes(params.read_bytes()[:100])  # a copy cut short
+    assert infer.main(["--model_dir", str(copy), "--input", str(source), "--backend", "paddle",
+                       "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {params}: cannot be loaded (" in err and "re-export it with tools/export.py" in err, err
+    params.unlink()
+    assert infer.main(["--model_dir", str(copy), "--input", str(source), "--backend", "paddle",
+                       "--threads", "1"]) == 2
+    assert f"{params}: listed in {copy / 'deploy.json'} but not found" in capsys.readouterr().err

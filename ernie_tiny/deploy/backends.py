@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from ernie_tiny.deploy.inference_dir import DEPLOY_FILE, model_file, read_deploy_info
+from ernie_tiny.deploy.inference_dir import DEPLOY_FILE, REMAKE, model_file, read_deploy_info
 from ernie_tiny.deploy.backend_timing import (REDUCED_PRECISION, choose, cpu_features, int8_scored_elsewhere_note,
                                               timed_elsewhere_note)
 from ernie_tiny.deploy.inputs import DeployInputError
+from ernie_tiny.errors import first_line
 from ernie_tiny.deploy.openvino_runtime import (OPENVINO_MODELS, STATIC_SHAPES, OpenVinoBackend, native_bf16,
                                                 openvino_installed)
 from ernie_tiny.runtime import inference_threads
@@ -171,6 +173,18 @@ class OnnxBackend:
         return self.session.run(None, feed)[0]
 
 
+def loaded(path: str | Path, open_runtime: Callable):
+    """``open_runtime()``, a runtime over the model file ``path``. Where the runtime cannot read
+    the file (cut short, damaged), a DeployInputError naming it instead of the runtime's own
+    traceback; our own errors and bugs keep theirs."""
+    try:
+        return open_runtime()
+    except Exception as err:  # noqa: BLE001 -- Paddle, onnxruntime and OpenVINO raise classes of their own
+        if isinstance(err, (RuntimeError, OSError)) or type(err).__module__.startswith("onnxruntime"):
+            raise DeployInputError(f"{path}: cannot be loaded ({first_line(err)}); {REMAKE}") from None
+        raise
+
+
 def resolve_backend(backend: str, info: dict, device: str = "cpu", allow_int8: bool = False) -> str:
     """``auto`` on CPU: the backend ``timing.median_ms`` has fastest among those available here
     (``choose``: fp32, or either precision with ``allow_int8``); without timings onnxruntime
@@ -254,7 +268,7 @@ def make_backend(model_dir: str | Path, backend: str = "auto", requested: str = 
             print(f"{flag} applies to the openvino backends; {chosen}, and runs without it", file=sys.stderr,
                   flush=True)
     if backend == "paddle":
-        return PaddleBackend(model_dir, **options)
+        return loaded(model_file(model_dir, info["paddle"]["params"]), lambda: PaddleBackend(model_dir, **options))
     gpu_only = options.get("device", "cpu") != "cpu" or options.get("tensorrt")
     if backend in BACKENDS and (gpu_only or options.get("precision", "fp32") != "fp32"):
         raise ValueError(f"backend {backend!r} runs on CPU (int8: 'onnx-int8', 'openvino-int8'; bf16: 'openvino-bf16'); "
@@ -276,15 +290,16 @@ def make_backend(model_dir: str | Path, backend: str = "auto", requested: str = 
                                       "natively"}[backend]
             raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: backend {backend} needs {needs}, checked on "
                                    f"OpenVINO at export; {model_dir} has none (choose another --backend)")
-        return open_openvino(backend, model_file(model_dir, info[OPENVINO_FILES[backend]]),
-                             threads=options.get("threads", 0), static_shapes=static_shapes, shapes=compile_shapes,
-                             background=background)
+        path = model_file(model_dir, info[OPENVINO_FILES[backend]])
+        return loaded(path, lambda: open_openvino(backend, path, threads=options.get("threads", 0),
+                                                  static_shapes=static_shapes, shapes=compile_shapes,
+                                                  background=background))
     if backend in ONNX_FILES:
         key = ONNX_FILES[backend]
         if not info.get(key):
             needs = {"onnx": "", "onnx-fused": " and Export.fuse: true", "onnx-int8": " and Export.int8 on"}[backend]
             raise DeployInputError(f"{Path(model_dir) / DEPLOY_FILE}: {model_dir} has no {backend} model (export "
                                    f"with Export.onnx: true{needs}, or choose another --backend)")
-        return OnnxBackend(model_file(model_dir, info[key]), threads=options.get("threads", 0),
-                           spin=spin)
+        path = model_file(model_dir, info[key])
+        return loaded(path, lambda: OnnxBackend(path, threads=options.get("threads", 0), spin=spin))
     raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")

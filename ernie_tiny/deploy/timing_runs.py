@@ -27,16 +27,21 @@ def cpu_backends(directory: Path, info: dict, threads: int = 0, reuse: Optional[
     onnxruntime models, the OpenVINO models the export checked, where the package is installed
     and, for bf16, the CPU computes it); ``reuse``: backends already built over the same files
     (not OpenVINO's, whose per-shape models earlier calls used up)."""
-    from ernie_tiny.deploy.backends import (ONNX_FILES, OPENVINO_FILES, OnnxBackend, PaddleBackend, available,
+    from ernie_tiny.deploy.backends import (ONNX_FILES, OPENVINO_FILES, OnnxBackend, PaddleBackend, available, loaded,
                                             open_openvino)
+    from ernie_tiny.deploy.inference_dir import model_file
 
     reuse = reuse or {}
-    backends = {"paddle": reuse.get("paddle") or PaddleBackend(directory, threads=threads)}
-    backends.update({name: reuse.get(name) or OnnxBackend(directory / info[key], threads=threads)
-                     for name, key in ONNX_FILES.items() if info.get(key)})
+    backends = {"paddle": reuse.get("paddle") or loaded(model_file(directory, info["paddle"]["params"]),
+                                                        lambda: PaddleBackend(directory, threads=threads))}
+    for name, key in ONNX_FILES.items():
+        if info.get(key):
+            path = model_file(directory, info[key])
+            backends[name] = reuse.get(name) or loaded(path, lambda: OnnxBackend(path, threads=threads))
     for name, key in OPENVINO_FILES.items():
         if available(name, info):
-            backends[name] = open_openvino(name, directory / info[key], threads=threads)
+            path = model_file(directory, info[key])
+            backends[name] = loaded(path, lambda: open_openvino(name, path, threads=threads))
     return backends
 
 
