@@ -27,7 +27,7 @@ setup(
     version="0.1.0",
     description="MITKD: distil ERNIE 3.0 into a small general-purpose student (ERNIE 3.0 Tiny) with PaddlePaddle",
     packages=find_packages(include=["ernie_tiny", "ernie_tiny.*"]),
-    python_requires=">=3.9",
+    python_requires=">=3.11",
     install_requires=PADDLE
     + PADDLENLP_STACK
     + [
