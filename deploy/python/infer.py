@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from ernie_tiny.deploy.inference_dir import read_deploy_info  # noqa: E402 (no Paddle import)
 from ernie_tiny.deploy.inputs import (DeployInputError, input_name, non_negative_int, positive_int,  # noqa: E402
-                                      text_lines, writable_file)  # noqa: E402
+                                      text_lines, writable_file)
 from ernie_tiny.deploy.predictor import add_backend_arguments, predictor_from_args  # noqa: E402
 from ernie_tiny.files import write_atomically  # noqa: E402
 from ernie_tiny.runtime import configure_threads  # noqa: E402
