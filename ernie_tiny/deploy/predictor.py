@@ -15,7 +15,6 @@ command-line flags that choose a backend (``add_backend_arguments``, ``predictor
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ernie_tiny import model_files
 from ernie_tiny.deploy.backends import (BACKENDS, LENGTH_BUCKET, ONNX_FILES, OPENVINO_FILES, auto_reason, make_backend,
                                         pad_to_bucket, padded_length, resolve_backend)
 from ernie_tiny.deploy.inference_dir import read_deploy_info
@@ -150,9 +150,12 @@ class Predictor:
     def check_max_length(self) -> None:
         """A DeployInputError unless ``max_length`` holds the special tokens and one of the text's,
         and is within the model's position embeddings (past them a runtime reads out of range)."""
-        config = self.model_dir / "config.json"
-        positions = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings") if config.is_file() \
-            else None
+        config = self.model_dir / model_files.CONFIG_FILE
+        try:
+            positions = model_files.read_model_config(self.model_dir).get("max_position_embeddings") \
+                if config.is_file() else None
+        except model_files.ModelFilesError as err:  # a damaged config.json: one line, as for the other files
+            raise DeployInputError(str(err)) from None
         fewest = self.tokenizer.num_special_tokens_to_add(pair=self.input_type == "pair") + 1
         if self.max_length < fewest or (positions and self.max_length > positions):
             most = f" and at most {positions} ({config}: max_position_embeddings)" if positions else ""
